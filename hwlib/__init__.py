@@ -1,0 +1,19 @@
+"""hwlib — the helper package behind the notebooks of this report.
+
+Modules, each doing one thing:
+
+``config``     profiles (smoke / cpu / paper) and output paths
+``data``       synthetic shapes (detection) and stick figures (keypoints)
+``boxes``      box IoU and NMS
+``metrics``    VOC AP, detection evaluation, PCK
+``detector``   the multi-scale anchor detector, its targets, loss and decoding
+``keypoints``  heatmap / regression / integral models and their codecs
+``train``      the training loop shared by both parts
+``receptive``  theoretical and effective receptive fields
+``plots``      every figure of the report
+``report``     atomic writers for JSON results and their LaTeX macro twins
+``pipeline``   papermill runner for the numbered notebooks
+``bench``      throughput benchmark
+"""
+
+__version__ = "0.1.0"

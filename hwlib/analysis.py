@@ -1,0 +1,147 @@
+"""Analyses behind notebooks 03 and 06: scale specialization, anchor coverage, failure types."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .boxes import _iou
+from .config import CLASS_NAMES
+from .metrics import match_detections
+
+BUCKETS = ("small", "medium", "large")
+
+
+def size_bucket(sizes, boundaries=(39.0, 91.0)) -> np.ndarray:
+    """0 small, 1 medium, 2 large for sizes sqrt(w*h) (pixels)."""
+    return np.digitize(np.asarray(sizes, dtype=float), boundaries)
+
+
+def _gt_sizes(targets):
+    out = []
+    for t in targets:
+        b = t["boxes"]
+        out.append(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt().numpy())
+    return out
+
+
+def head_bucket_table(preds, targets, boundaries=(39.0, 91.0), num_classes: int = 3):
+    """True positives after NMS by producing head (rows S1, S2, S3) x GT size bucket (columns), and
+    recall per bucket.
+
+    ``preds`` carry ``"heads"``; TPs are VOC matches at IoU 0.5 among the detections given (filter the
+    confidence first for the seed's protocol).
+
+    Returns:
+        ``{"tp": int [3, 3], "recall": [3], "n_gt": [3]}``.
+    """
+    core = [{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds]
+    m = match_detections(core, targets, num_classes, 0.5)
+    sizes = _gt_sizes(targets)
+    table = np.zeros((3, 3), dtype=np.int64)
+    found = [np.zeros(len(t["labels"]), dtype=bool) for t in targets]
+    for img, det, gt, tp in zip(m["image"], m["det_index"], m["gt_index"], m["tp"]):
+        if tp:
+            head = int(preds[img]["heads"][det])
+            table[head, size_bucket(sizes[img][gt], boundaries)] += 1
+            found[img][gt] = True
+    all_sizes = np.concatenate(sizes) if sizes else np.zeros(0)
+    all_found = np.concatenate(found) if found else np.zeros(0, dtype=bool)
+    bucket = size_bucket(all_sizes, boundaries)
+    n_gt = np.bincount(bucket, minlength=3)
+    recall = np.array([all_found[bucket == b].mean() if n_gt[b] else np.nan for b in range(3)])
+    return {"tp": table, "recall": recall, "n_gt": n_gt}
+
+
+def best_anchor_iou(boxes: torch.Tensor, anchors) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of each GT box ``[M, 4]`` (x1, y1, x2, y2) with the best square anchor centred on it, and that
+    anchor's head (0, 1, 2)."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).numpy()
+    sides = np.array([a for anc in anchors for a in anc], dtype=float)
+    heads = np.array([h for h, anc in enumerate(anchors) for _ in anc])
+    iw = np.minimum(wh[:, :1], sides[None])
+    ih = np.minimum(wh[:, 1:], sides[None])
+    inter = iw * ih
+    iou = inter / (wh[:, :1] * wh[:, 1:] + sides[None] ** 2 - inter)
+    k = iou.argmax(1)
+    return iou.max(1), heads[k]
+
+
+def assignment_statistics(targets, anchors, anchor_t=4.0, neighbour_cells=True) -> np.ndarray:
+    """Mean positives per image for each head (rows) and class (columns) under the assignment rule."""
+    from .detector import assign_targets
+
+    sizes = [(224 // s, 224 // s) for s in (4, 8, 16)]
+    a = assign_targets(targets, sizes, anchors, (4, 8, 16), anchor_t, neighbour_cells)
+    out = np.zeros((3, 3))
+    for h in range(3):
+        out[h] = np.bincount(a[h]["cls"].numpy(), minlength=3)[:3] / max(len(targets), 1)
+    return out
+
+
+def confusion_any_size(preds, targets, iou_threshold=0.5, num_classes=3) -> np.ndarray:
+    """For each GT: the class of the highest-scoring detection (any class) with IoU >= threshold, or
+    "missed" (last column). Rows GT class, columns predicted class + missed."""
+    m = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+    for p, t in zip(preds, targets):
+        if len(t["labels"]) == 0:
+            continue
+        if len(p["boxes"]) == 0:
+            for l in t["labels"].tolist():
+                m[l, num_classes] += 1
+            continue
+        iou = _iou(t["boxes"].float(), p["boxes"].float())            # [M, D]
+        score = torch.where(iou >= iou_threshold, p["scores"][None].float(), torch.full_like(iou, -1.0))
+        best = score.argmax(1)
+        ok = score.max(1).values >= 0
+        for l, b, o in zip(t["labels"].tolist(), best.tolist(), ok.tolist()):
+            m[l, int(p["labels"][b]) if o else num_classes] += 1
+    return m
+
+
+def ap_by_class_and_size(preds, targets, boundaries=(39.0, 91.0)) -> dict:
+    """AP@0.5 of each class restricted to GT (and detections) of one size bucket: {class: {bucket: AP}}.
+
+    Detections are assigned to the bucket of their own box size, so a class is scored on how well it
+    is found *at that size*."""
+    from .metrics import evaluate_detections
+
+    out = {n: {} for n in CLASS_NAMES}
+    for b, bname in enumerate(BUCKETS):
+        pp, tt = [], []
+        for p, t in zip(preds, targets):
+            sp = ((p["boxes"][:, 2] - p["boxes"][:, 0]) * (p["boxes"][:, 3] - p["boxes"][:, 1])).clamp(min=0).sqrt().numpy()
+            st = ((t["boxes"][:, 2] - t["boxes"][:, 0]) * (t["boxes"][:, 3] - t["boxes"][:, 1])).sqrt().numpy()
+            kp_ = torch.from_numpy(size_bucket(sp, boundaries) == b)
+            kt = torch.from_numpy(size_bucket(st, boundaries) == b)
+            pp.append({"boxes": p["boxes"][kp_], "scores": p["scores"][kp_], "labels": p["labels"][kp_]})
+            tt.append({"boxes": t["boxes"][kt], "labels": t["labels"][kt]})
+        ap = evaluate_detections(pp, tt)["ap"]
+        for c, n in enumerate(CLASS_NAMES):
+            out[n][bname] = ap[c]
+    return out
+
+
+# ----------------------------------------------------------------------------- keypoint failures
+def failure_types(err_a: np.ndarray, err_b: np.ndarray, tau: float) -> dict:
+    """Per keypoint: type A (model a right, b wrong), B (a wrong, b right), C (both wrong), ok (both right).
+
+    Args:
+        err_a, err_b: normalized errors ``[N, K]`` of the two models (e.g. heatmap, regression).
+    """
+    ra, rb = err_a <= tau * (1 + 1e-6), err_b <= tau * (1 + 1e-6)
+    return {"A": ra & ~rb, "B": ~ra & rb, "C": ~ra & ~rb, "ok": ra & rb}
+
+
+def rates_by_attribute(types: dict, values: np.ndarray, edges, labels, keypoints=(1, 2)) -> dict:
+    """Share of the chosen keypoints (default: the two hands) of each failure type in bins of a per-sample
+    attribute."""
+    b = np.digitize(values, edges)
+    out = {"bins": list(labels), "A": [], "B": [], "C": [], "n": []}
+    for i in range(len(labels)):
+        sel = b == i
+        out["n"].append(int(sel.sum()))
+        for t in ("A", "B", "C"):
+            v = types[t][sel][:, list(keypoints)]
+            out[t].append(float(v.mean()) if v.size else float("nan"))
+    return out

@@ -1,0 +1,233 @@
+"""Profiles: one name picks every size of a run.
+
+``smoke``  seconds per notebook; what CI and nbval execute (tiny data, a few steps, same code paths)
+``cpu``    the default report on a 2-core CPU with no GPU (the committed figures and numbers)
+``paper``  the seed's full scale, for a GPU (``device="cuda"`` when present)
+
+>>> p = load_profile("smoke", seed=1)
+>>> p.detector.steps > 0
+True
+
+Only a ``cpu`` run writes the committed ``figures/`` and ``report/generated/``; the other
+profiles write under ``runs/<profile>/`` so that tests never touch a committed file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RUNS_DIR = REPO_ROOT / "runs"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+REPORT_DIR = REPO_ROOT / "report"
+
+CLASS_NAMES = ("circle", "square", "triangle")
+KEYPOINT_NAMES = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
+SEED_ANCHORS = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
+
+# What the seed report (shared/seed/ml-hw1.txt) published, quoted for side-by-side tables. These are
+# the seed's numbers, not ours: every number of this study is computed by the notebooks.
+SEED_RESULTS = {
+    "detector": {"map": 0.5229, "ap": {"circle": 0.6611, "square": 0.3449, "triangle": 0.5627},
+                 # TPs after NMS (conf >= 0.5): rows S1, S2, S3; columns small, medium, large
+                 "tp_table": [[196, 0, 0], [0, 84, 5], [0, 119, 201]]},
+    "keypoints": {"heatmap": {"0.05": 0.84, "0.2": 0.92}, "regression": {"0.05": 0.08, "0.2": 0.53}},
+}
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """One detector training run: network, data, schedule, assignment and decoding."""
+
+    width: float = 1.0                 # channel multiplier; 1.0 is the seed's network
+    head: str = "seed"                 # "seed" | "deep" (3 convs) | "dilated" (3 convs, d=1,2,4 on S2/S3)
+    anchors: tuple = SEED_ANCHORS      # square anchor sides in pixels, per head S1, S2, S3
+    n_train: int = 6000                # training images (generated once, reshuffled each epoch)
+    n_val: int = 500                   # validation images (a different seed)
+    steps: int = 400                   # optimizer steps
+    batch_size: int = 16
+    lr: float = 2e-3                   # AdamW peak learning rate
+    weight_decay: float = 5e-4
+    warmup_steps: int = 50
+    anchor_t: float = 4.0              # a GT matches an anchor when max side ratio < anchor_t
+    neighbour_cells: bool = True       # also assign the two nearest neighbouring cells (YOLOv5)
+    obj_balance: tuple = (4.0, 1.0, 0.4)  # objectness loss weight per head (S1, S2, S3)
+    focal_gamma: float = 0.0           # 0: plain BCE/CE; >0: focal loss on objectness and class
+    class_alpha: tuple = (1.0, 1.0, 1.0)  # per-class weight of the classification loss
+    flip: bool = True                  # horizontal-flip augmentation
+    size_mode: str = "class"           # "class": size tied to class (seed); "any": every class at every size
+    eval_every: int = 0                # validation mAP every this many steps (0: only at the end)
+    nms_iou: float = 0.6
+    conf_seed: float = 0.5             # the seed's confidence pre-filter
+    conf_standard: float = 0.001       # VOC/COCO/YOLO validation pre-filter
+    max_det: int = 100                 # detections kept per image after NMS
+    s3_conf: float | None = None       # optional higher confidence threshold for S3 boxes only
+
+
+@dataclass(frozen=True)
+class KeypointConfig:
+    """One keypoint training run (heatmap, regression or integral share every field)."""
+
+    heatmap_size: int = 64             # 32 | 64 | 128
+    sigma: float = 2.0                 # Gaussian sigma in heatmap pixels
+    skip: bool = True                  # U-Net skip connections in the decoder
+    heatmap_loss: str = "ce"           # "ce": spatial-softmax cross-entropy to the Gaussian; "mse": the seed's loss
+    base_channels: int = 32
+    n_train: int = 8000
+    n_val: int = 1000
+    steps: int = 1500
+    regression_steps: int = 0          # steps of the (cheaper) GAP+FC regression model; 0: same as steps
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    eval_every: int = 0
+    hard_fraction: float = 0.2         # share of hard poses (hands together / hands on torso)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size of one run of the report."""
+
+    name: str
+    seed: int = 0
+    device: str = "auto"               # "auto": CUDA when present, else CPU
+    precision: str = "auto"            # "auto" | "fp32" | "bf16"
+    n_preview: int = 400               # images used for dataset statistics in notebook 01
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    rf_aware_head: str = "dilated"     # the receptive-field-aware variant of notebook 02
+    det_ablation: DetectorConfig = field(default_factory=DetectorConfig)  # cheaper arms of notebook 03
+    det_seeds: int = 3
+    n_any_size: int = 300              # images with every class at every size (notebook 03)
+    keypoint: KeypointConfig = field(default_factory=KeypointConfig)
+    kp_ablation: KeypointConfig = field(default_factory=KeypointConfig)
+    kp_seeds: int = 3
+    failure_tau: float = 0.05
+
+    @property
+    def committed(self) -> bool:
+        """Whether this profile writes the committed figures/ and report/generated/."""
+        return self.name == "cpu"
+
+    @property
+    def run_dir(self) -> Path:
+        """Checkpoints, logs and executed notebooks (always under runs/, ignored by git)."""
+        return RUNS_DIR / self.name
+
+    @property
+    def figures_dir(self) -> Path:
+        return REPO_ROOT / "figures" if self.committed else self.run_dir / "figures"
+
+    @property
+    def generated_dir(self) -> Path:
+        return REPORT_DIR / "generated" if self.committed else self.run_dir / "generated"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _smoke() -> Profile:
+    det = DetectorConfig(width=0.25, n_train=32, n_val=16, steps=3, batch_size=8, warmup_steps=1,
+                         eval_every=2)
+    kp = KeypointConfig(base_channels=8, n_train=64, n_val=32, steps=3, batch_size=16,
+                        warmup_steps=1, eval_every=2)
+    return Profile(name="smoke", n_preview=24, detector=det, det_ablation=det, det_seeds=2,
+                   n_any_size=16, keypoint=kp, kp_ablation=kp, kp_seeds=2, precision="fp32")
+
+
+def _cpu() -> Profile:
+    det = DetectorConfig(width=1.0, n_train=6000, n_val=500, steps=600, batch_size=16, lr=2e-3,
+                         warmup_steps=40, eval_every=100)
+    det_abl = DetectorConfig(width=0.5, n_train=4000, n_val=300, steps=300, batch_size=16, lr=3e-3,
+                             warmup_steps=25)
+    kp = KeypointConfig(n_train=8000, n_val=1000, steps=600, regression_steps=1500, batch_size=32, lr=4e-3,
+                        eval_every=100)
+    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=250, batch_size=32, lr=4e-3)
+    return Profile(name="cpu", detector=det, det_ablation=det_abl, keypoint=kp, kp_ablation=kp_abl)
+
+
+def _paper() -> Profile:
+    det = DetectorConfig(width=1.0, n_train=20000, n_val=2000, steps=8000, batch_size=32,
+                         warmup_steps=300, eval_every=1000)
+    kp = KeypointConfig(n_train=20000, n_val=2000, steps=8000, regression_steps=16000, batch_size=64, lr=4e-3,
+                        eval_every=1000)
+    det_abl = replace(det, steps=3000, eval_every=0)
+    kp_abl = replace(kp, steps=3000, eval_every=0)
+    return Profile(name="paper", detector=det, det_ablation=det_abl, det_seeds=3, n_any_size=1000,
+                   keypoint=kp, kp_ablation=kp_abl, kp_seeds=3)
+
+
+PROFILES = {"smoke": _smoke, "cpu": _cpu, "paper": _paper}
+DEFAULT_PROFILE = "cpu"
+
+
+def _apply(obj, overrides: dict, where: str):
+    """Return ``obj`` with ``overrides`` applied; nested dataclasses take dicts."""
+    valid = {f.name: f for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in valid or key == "name":
+            names = ", ".join(sorted(k for k in valid if k != "name"))
+            raise ValueError(f"unknown {where} key {key!r}; valid keys: {names}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key} expects a dict of overrides, got {type(value).__name__}")
+            value = _apply(current, value, f"{where}.{key}")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        changes[key] = value
+    return replace(obj, **changes)
+
+
+def load_profile(name: str = DEFAULT_PROFILE, **overrides) -> Profile:
+    """Build the run's :class:`Profile`.
+
+    Args:
+        name: ``"smoke"``, ``"cpu"`` or ``"paper"``.
+        **overrides: top-level fields of :class:`Profile`; nested configs take a dict,
+            e.g. ``load_profile("cpu", detector={"steps": 100})``.
+
+    Raises:
+        ValueError: unknown profile name or unknown key (the message lists the valid ones).
+    """
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    profile = _apply(PROFILES[name](), overrides, "profile")
+    _check(profile)
+    return profile
+
+
+def _check(p: Profile) -> None:
+    for cfg, label in ((p.detector, "detector"), (p.det_ablation, "det_ablation")):
+        if cfg.head not in ("seed", "deep", "dilated"):
+            raise ValueError(f"{label}.head must be 'seed', 'deep' or 'dilated', got {cfg.head!r}")
+        if cfg.size_mode not in ("class", "any"):
+            raise ValueError(f"{label}.size_mode must be 'class' or 'any', got {cfg.size_mode!r}")
+        if len(cfg.anchors) != 3:
+            raise ValueError(f"{label}.anchors must list 3 heads, got {len(cfg.anchors)}")
+    if p.rf_aware_head not in ("deep", "dilated"):
+        raise ValueError(f"rf_aware_head must be 'deep' or 'dilated', got {p.rf_aware_head!r}")
+    for cfg, label in ((p.keypoint, "keypoint"), (p.kp_ablation, "kp_ablation")):
+        if cfg.heatmap_loss not in ("ce", "mse"):
+            raise ValueError(f"{label}.heatmap_loss must be 'ce' or 'mse', got {cfg.heatmap_loss!r}")
+        if cfg.heatmap_size not in (32, 64, 128):
+            raise ValueError(f"{label}.heatmap_size must be 32, 64 or 128, got {cfg.heatmap_size}")
+    if p.precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {p.precision!r}")
+
+
+def start_notebook(profile: str, overrides: dict | None = None) -> Profile:
+    """The first call of every notebook: load the profile, create its output folders, say where they are."""
+    p = load_profile(profile, **(overrides or {}))
+    for d in (p.run_dir, p.figures_dir, p.generated_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    rel = lambda d: d.relative_to(REPO_ROOT)  # noqa: E731
+    print(f"profile {p.name}: figures -> {rel(p.figures_dir)}/, numbers -> {rel(p.generated_dir)}/, "
+          f"checkpoints -> {rel(p.run_dir)}/")
+    return p

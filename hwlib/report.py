@@ -1,0 +1,165 @@
+"""Atomic writers for results: JSON with a LaTeX twin of ``\\newcommand`` macros, tables, figures.
+
+Every file is written to a temporary file in the same folder and renamed over the target, so a
+run killed mid-write leaves either the old file or the complete new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+_DIGITS = ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"]
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + rename); clear error if not writable."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"cannot write {path}: output folder {path.parent} is not writable ({e.strerror})") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {e.strerror}") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig, path, **kwargs) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix)."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip("."), bbox_inches="tight", **kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def macro_name(prefix: str, key_path) -> str:
+    """``("DetTrain", ["ap_standard", "circle"])`` -> ``DetTrainApStandardCircle``; digits are spelled out
+    (``"0.05"`` -> ``ZeroZeroFive``) because LaTeX macro names are letters only."""
+    parts = []
+    for key in key_path:
+        for word in re.split(r"[^A-Za-z0-9]+", str(key)):
+            word = "".join(_DIGITS[int(ch)] if ch.isdigit() else ch for ch in word)
+            if word:
+                parts.append(word[0].upper() + word[1:])
+    return prefix + "".join(parts)
+
+
+def _fmt(value, digits: int) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}".replace(",", "{,}")
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}f}"
+    return tex_escape(str(value))
+
+
+def tex_escape(text: str) -> str:
+    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(repl.get(ch, ch) for ch in text)
+
+
+def _flatten(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten(v, path + (k,))
+    elif isinstance(obj, (list, tuple)) and len(obj) <= 12 and all(isinstance(v, (int, float, str)) for v in obj):
+        for i, v in enumerate(obj):
+            yield from _flatten(v, path + (str(i),))
+    elif isinstance(obj, (int, float, str, bool)):
+        yield path, obj
+
+
+def to_jsonable(obj):
+    """numpy/torch scalars and arrays -> plain Python; NaN stays NaN (JSON NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return float(obj)
+    return obj
+
+
+def write_results(generated_dir, name: str, results: dict, prefix: str, digits: int = 3) -> Path:
+    """Write ``<generated_dir>/<name>.json`` and its twin ``<name>.tex`` of macros.
+
+    Every scalar leaf becomes ``\\newcommand{\\<Prefix><KeyPath>}{value}`` (floats to ``digits``
+    decimals); the JSON keeps full precision. ``results`` must hold ``"profile"``.
+    """
+    if "profile" not in results:
+        raise ValueError(f"results for {name} must record 'profile'")
+    data = to_jsonable(results)
+    generated_dir = Path(generated_dir)
+    atomic_write_text(generated_dir / f"{name}.json", json.dumps(data, indent=2, sort_keys=False) + "\n")
+    lines = [f"% generated from {name}.json by hwlib.report.write_results -- do not edit"]
+    seen = set()
+    for path, value in _flatten(data):
+        macro = macro_name(prefix, path)
+        if macro in seen:
+            continue
+        seen.add(macro)
+        lines.append(f"\\newcommand{{\\{macro}}}{{{_fmt(value, digits)}}}")
+    atomic_write_text(generated_dir / f"{name}.tex", "\n".join(lines) + "\n")
+    return generated_dir / f"{name}.json"
+
+
+def write_table(generated_dir, name: str, header, rows, align: str | None = None, caption_note: str = "") -> Path:
+    """Write a booktabs ``tabular`` fragment ``<generated_dir>/<name>.tex`` (cells already formatted)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    out = [f"% generated by hwlib.report.write_table -- do not edit", f"\\begin{{tabular}}{{{align}}}", "\\toprule",
+           " & ".join(header) + r" \\", "\\midrule"]
+    for row in rows:
+        if row == "midrule":
+            out.append("\\midrule")
+        else:
+            out.append(" & ".join(str(c) for c in row) + r" \\")
+    out += ["\\bottomrule", "\\end{tabular}"]
+    if caption_note:
+        out.append(caption_note)
+    return atomic_write_text(Path(generated_dir) / f"{name}.tex", "\n".join(out) + "\n")
+
+
+def read_results(generated_dir, name: str) -> dict:
+    path = Path(generated_dir) / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the notebook that writes it first")
+    return json.loads(path.read_text())
+
+
+def mean_std(values, digits: int = 3) -> str:
+    """``"0.912 ± 0.004"`` for LaTeX tables (``$\\pm$``); a single value prints alone."""
+    import numpy as np
+
+    v = np.asarray([x for x in values], dtype=float)
+    if v.size == 0:
+        return "n/a"
+    if v.size == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{np.nanmean(v):.{digits}f} $\\pm$ {np.nanstd(v, ddof=1):.{digits}f}"

@@ -1,0 +1,41 @@
+import pytest
+
+from hwlib.config import PROFILES, REPO_ROOT, load_profile
+
+
+def test_profiles_load():
+    for name in PROFILES:
+        p = load_profile(name)
+        assert p.name == name
+        assert p.detector.steps > 0 and p.keypoint.steps > 0
+
+
+def test_unknown_profile_names_valid_ones():
+    with pytest.raises(ValueError, match="smoke, cpu, paper"):
+        load_profile("nope")
+
+
+def test_unknown_key_names_valid_ones():
+    with pytest.raises(ValueError, match="valid keys:.*detector"):
+        load_profile("smoke", nonsense=1)
+    with pytest.raises(ValueError, match=r"profile\.detector.*valid keys:.*steps"):
+        load_profile("smoke", detector={"stepz": 3})
+
+
+def test_nested_overrides_and_validation():
+    p = load_profile("smoke", detector={"steps": 7, "anchors": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]}, seed=3)
+    assert p.detector.steps == 7 and p.seed == 3
+    assert p.detector.anchors == ((1, 2, 3), (4, 5, 6), (7, 8, 9))
+    with pytest.raises(ValueError, match="head"):
+        load_profile("smoke", detector={"head": "wide"})
+    with pytest.raises(ValueError, match="heatmap_size"):
+        load_profile("smoke", keypoint={"heatmap_size": 48})
+
+
+def test_output_folders():
+    cpu, smoke = load_profile("cpu"), load_profile("smoke")
+    assert cpu.figures_dir == REPO_ROOT / "figures"
+    assert cpu.generated_dir == REPO_ROOT / "report" / "generated"
+    assert smoke.figures_dir == REPO_ROOT / "runs" / "smoke" / "figures"
+    assert smoke.generated_dir == REPO_ROOT / "runs" / "smoke" / "generated"
+    assert load_profile("paper").run_dir == REPO_ROOT / "runs" / "paper"

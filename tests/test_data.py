@@ -1,0 +1,134 @@
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from hwlib.data import CLASS_SIZE_RANGES, make_detection_data, make_keypoint_data
+
+
+@pytest.fixture(scope="module")
+def det():
+    return make_detection_data(40, seed=3)
+
+
+def test_detection_shapes_and_dtypes(det):
+    images, targets = det
+    assert images.shape == (40, 3, 224, 224) and images.dtype == torch.uint8
+    assert len(targets) == 40
+    for t in targets:
+        assert t["boxes"].dtype == torch.float32 and t["boxes"].shape[1] == 4
+        assert t["labels"].dtype == torch.int64 and len(t["labels"]) == len(t["boxes"])
+        assert 1 <= len(t["labels"]) <= 6
+        assert set(t["labels"].tolist()) <= {0, 1, 2}
+
+
+def test_detection_deterministic(det):
+    images, targets = make_detection_data(40, seed=3)
+    assert torch.equal(images, det[0])
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(targets, det[1]))
+    other, _ = make_detection_data(40, seed=4)
+    assert not torch.equal(other, images)
+
+
+def test_boxes_inside_image_and_class_tied_to_size(det):
+    _, targets = det
+    for t in targets:
+        b = t["boxes"]
+        assert (b[:, :2] >= 0).all() and (b[:, 2:] <= 224).all() and (b[:, 2:] > b[:, :2]).all()
+        size = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt()
+        for s, l in zip(size.tolist(), t["labels"].tolist()):
+            lo, hi = CLASS_SIZE_RANGES[l]
+            assert lo * 0.85 - 2 <= s <= hi * 1.1 + 2, (l, s)
+
+
+def test_boxes_are_tight_around_drawn_pixels():
+    # one object, no noise: the object is the one exact colour repeated over many pixels
+    images, targets = make_detection_data(30, seed=5, min_objects=1, max_objects=1, noise=(0.0, 0.0))
+    for img, t in zip(images, targets):
+        flat = img.reshape(3, -1).T
+        colours, counts = torch.unique(flat, dim=0, return_counts=True)
+        colour = colours[counts.argmax()]
+        mask = (img == colour[:, None, None]).all(0)
+        rows, cols = torch.nonzero(mask.any(1)).flatten(), torch.nonzero(mask.any(0)).flatten()
+        tight = torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
+        assert torch.equal(tight, t["boxes"][0]), (tight, t["boxes"][0], t["labels"])
+
+
+def test_any_size_mode_mixes_classes_and_sizes():
+    _, targets = make_detection_data(150, seed=1, size_mode="any")
+    b = torch.cat([t["boxes"] for t in targets])
+    l = torch.cat([t["labels"] for t in targets])
+    s = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt()
+    for c in range(3):
+        assert (s[l == c] < 39).any() and (s[l == c] > 91).any()
+
+
+def test_detection_bad_input():
+    with pytest.raises(ValueError, match="n must be"):
+        make_detection_data(-1)
+    with pytest.raises(ValueError, match="unknown option"):
+        make_detection_data(2, colour="red")
+    with pytest.raises(ValueError, match="size_mode"):
+        make_detection_data(2, size_mode="huge")
+    images, targets = make_detection_data(0)
+    assert images.shape == (0, 3, 224, 224) and targets == []
+
+
+def test_detection_speed():
+    t0 = time.perf_counter()
+    make_detection_data(250, seed=0)
+    assert (time.perf_counter() - t0) * 4 < 10.0   # 1,000 images in under 10 s
+
+
+def test_keypoint_shapes_range_and_determinism():
+    images, kps = make_keypoint_data(64, seed=2)
+    assert images.shape == (64, 1, 128, 128) and images.dtype == torch.float32
+    assert kps.shape == (64, 5, 2) and kps.dtype == torch.float32
+    assert images.min() >= 0 and images.max() <= 1
+    assert (kps >= 0).all() and (kps <= 128).all()
+    i2, k2 = make_keypoint_data(64, seed=2)
+    assert torch.equal(images, i2) and torch.equal(kps, k2)
+
+
+def test_keypoints_lie_on_the_figure():
+    images, kps = make_keypoint_data(32, seed=7)
+    for img, k in zip(images, kps):
+        for x, y in k.tolist():
+            r0, c0 = int(y), int(x)
+            patch = img[0, max(r0 - 2, 0):r0 + 3, max(c0 - 2, 0):c0 + 3]
+            background = img[0].median()
+            assert patch.max() > background + 0.25
+
+
+def test_left_is_brighter_and_on_the_figures_own_left():
+    # the left limbs are drawn brighter; with the figure facing the viewer its left hand tends to be on the image's right
+    images, kps, meta = make_keypoint_data(400, seed=11, hard_fraction=0.0, return_meta=True)
+    right_of_image = (kps[:, 1, 0] > kps[:, 2, 0]).float().mean()
+    assert right_of_image > 0.7
+    lv = torch.stack([img[0, int(k[1, 1]), int(k[1, 0])] for img, k in zip(images, kps)])
+    rv = torch.stack([img[0, int(k[2, 1]), int(k[2, 0])] for img, k in zip(images, kps)])
+    far = torch.from_numpy(meta["hand_distance"] > 10)
+    assert (lv[far] > rv[far]).float().mean() > 0.9
+
+
+def test_hard_pose_rate_and_attributes():
+    _, kps, meta = make_keypoint_data(1000, seed=0, hard_fraction=0.3, return_meta=True)
+    assert set(meta) >= {"hand_distance", "hand_torso_distance", "hard", "ambiguous"}
+    share = (meta["hard"] > 0).mean()
+    assert 0.25 < share < 0.35
+    together = meta["hard"] == 1
+    assert np.median(meta["hand_distance"][together]) < np.median(meta["hand_distance"][meta["hard"] == 0]) / 2
+    on_torso = meta["hard"] == 2
+    assert np.median(meta["hand_torso_distance"][on_torso]) < 5
+    d = (kps[:, 1] - kps[:, 2]).norm(dim=-1).numpy()
+    assert np.allclose(d, meta["hand_distance"], atol=1e-3)
+
+
+def test_keypoint_bad_input():
+    with pytest.raises(ValueError, match="unknown option"):
+        make_keypoint_data(2, sigma=3)
+    with pytest.raises(ValueError, match="hard_fraction"):
+        make_keypoint_data(2, hard_fraction=1.5)
+    images, kps = make_keypoint_data(0)
+    assert images.shape == (0, 1, 128, 128) and kps.shape == (0, 5, 2)

@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from hwlib.keypoints import (HeatmapCodec, HeatmapNet, IntegralNet, KeypointLoss, RegressionCodec, RegressionNet,
+                             decode_heatmaps, encode_heatmaps, heatmaps_as_targets, soft_argmax)
+from hwlib.config import KeypointConfig
+
+
+def _kps(n=100, seed=0, margin=16):
+    g = torch.Generator().manual_seed(seed)
+    return margin + torch.rand(n, 5, 2, generator=g) * (128 - 2 * margin)
+
+
+def test_gaussian_centred_at_subpixel_position():
+    kp = torch.tensor([[[64.0, 32.0]]])            # 64x64 heatmap: u = 64*0.5-0.5 = 31.5, v = 15.5
+    hm = encode_heatmaps(kp, 128, 64, 2.0)
+    assert hm.shape == (1, 1, 64, 64)
+    assert torch.isclose(hm[0, 0, 15, 31], hm[0, 0, 16, 32]) and torch.isclose(hm[0, 0, 15, 31], hm[0, 0, 15, 32])
+    assert hm.max() < 1.0                            # the peak lies between grid points, not rounded onto one
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_codec_round_trip(size):
+    kp = _kps()
+    hm = encode_heatmaps(kp, 128, size, 2.0)
+    cell = 128 / size
+    argmax_err = (decode_heatmaps(hm, 128, "argmax") - kp).abs() / cell
+    assert argmax_err.max() <= 0.5 + 1e-4           # within half a heatmap pixel per axis
+    dark_err = (decode_heatmaps(hm, 128, "dark") - kp).norm(dim=-1) / cell
+    assert dark_err.mean() < 0.05 and dark_err.mean() < argmax_err.norm(dim=-1).mean() / 5
+
+
+def test_codec_classes_and_regression_codec():
+    kp = _kps(10)
+    c = HeatmapCodec(64, 2.0)
+    assert torch.allclose(c.decode(c.encode(kp)), kp, atol=0.05)
+    r = RegressionCodec()
+    assert torch.allclose(r.decode(r.encode(kp)), kp)
+    assert (r.encode(kp) >= 0).all() and (r.encode(kp) <= 1).all()
+
+
+def test_soft_argmax_convention():
+    logits = torch.full((1, 1, 64, 64), -1e4)
+    logits[0, 0, 10, 20] = 0.0
+    assert torch.allclose(soft_argmax(logits)[0, 0] * 128, torch.tensor([(20 + 0.5) * 2, (10 + 0.5) * 2]))
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+@pytest.mark.parametrize("skip", [True, False])
+def test_heatmap_net_shapes(size, skip):
+    assert HeatmapNet(5, size, skip, base_channels=8)(torch.rand(2, 1, 128, 128)).shape == (2, 5, size, size)
+
+
+def test_regression_and_integral_shapes():
+    for m in (RegressionNet(5, base_channels=8), IntegralNet(5, 64, True, base_channels=8)):
+        out = m(torch.rand(3, 1, 128, 128))
+        assert out.shape == (3, 5, 2) and (out >= 0).all() and (out <= 1).all()
+
+
+def test_heatmaps_as_targets_perfect_prediction():
+    cfg = KeypointConfig(heatmap_loss="ce", sigma=2.0)
+    kp = _kps(4, margin=30)
+    target = encode_heatmaps(kp, 128, 64, 2.0)
+    logits = torch.log(target.clamp(min=1e-30))
+    assert torch.allclose(heatmaps_as_targets(logits, cfg), target, atol=1e-3)
+
+
+def test_losses():
+    cfg = KeypointConfig(sigma=2.0, heatmap_size=32)
+    kp = _kps(2)
+    for method, out in (("heatmap", torch.randn(2, 5, 32, 32)), ("regression", torch.rand(2, 5, 2)), ("integral", torch.rand(2, 5, 2))):
+        loss, _ = KeypointLoss(method, cfg)(out, kp)
+        assert torch.isfinite(loss) and loss > 0
+    perfect, _ = KeypointLoss("regression", cfg)(kp / 128, kp)
+    assert perfect.item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("call, msg", [
+    (lambda: encode_heatmaps(torch.zeros(2, 5), 128, 64), "3 dimensions"),
+    (lambda: encode_heatmaps(torch.zeros(2, 5, 2), 128, 64, sigma=0), "sigma"),
+    (lambda: encode_heatmaps(torch.full((1, 5, 2), float("nan"))), "NaN"),
+    (lambda: decode_heatmaps(torch.zeros(2, 5, 64)), "4 dimensions"),
+    (lambda: decode_heatmaps(torch.zeros(1, 5, 8, 8), method="soft"), "method"),
+    (lambda: HeatmapNet(heatmap_size=48), "heatmap_size"),
+    (lambda: HeatmapNet(base_channels=8)(torch.rand(1, 3, 128, 128)), r"\[B, 1, H, W\]"),
+])
+def test_bad_input(call, msg):
+    with pytest.raises(ValueError, match=msg):
+        call()

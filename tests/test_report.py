@@ -1,0 +1,59 @@
+import json
+import math
+import os
+import stat
+
+import pytest
+
+from hwlib.report import atomic_write_text, macro_name, mean_std, write_results, write_table
+
+
+def test_macro_names_are_letters_only():
+    assert macro_name("Det", ["ap_standard", "circle"]) == "DetApStandardCircle"
+    assert macro_name("Kp", ["pck", "heatmap_dark", "0.05"]) == "KpPckHeatmapDarkZeroZeroFive"
+
+
+def test_write_results_json_and_tex(tmp_path):
+    write_results(tmp_path, "x", {"profile": "smoke", "map": 0.91234, "n": 1200, "nested": {"a b": 1.5},
+                                  "arr": [0.1, 0.2], "nan": float("nan")}, prefix="T")
+    data = json.loads((tmp_path / "x.json").read_text())
+    assert data["map"] == 0.91234 and data["profile"] == "smoke"
+    tex = (tmp_path / "x.tex").read_text()
+    assert r"\newcommand{\TMap}{0.912}" in tex
+    assert r"\newcommand{\TN}{1{,}200}" in tex
+    assert r"\newcommand{\TNestedAB}{1.500}" in tex
+    assert r"\newcommand{\TArrOne}{0.200}" in tex
+    assert r"\newcommand{\TNan}{n/a}" in tex
+    assert r"\newcommand{\TProfile}{smoke}" in tex
+
+
+def test_results_must_record_profile(tmp_path):
+    with pytest.raises(ValueError, match="profile"):
+        write_results(tmp_path, "x", {"map": 1.0}, prefix="T")
+
+
+def test_table(tmp_path):
+    write_table(tmp_path, "t", ["a", "b"], [["1", "2"], "midrule", ["3", "4"]])
+    t = (tmp_path / "t.tex").read_text()
+    assert "\\toprule" in t and "1 & 2 \\\\" in t and "\\midrule" in t
+
+
+def test_mean_std():
+    assert mean_std([1.0, 3.0]) == "2.000 $\\pm$ 1.414"
+    assert mean_std([0.5]) == "0.500"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_read_only_folder_gives_clear_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    with pytest.raises(OSError, match="not writable"):
+        atomic_write_text(ro / "f.json", "{}")
+
+
+def test_unwritable_target_gives_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="cannot write"):
+        atomic_write_text(blocker / "sub" / "f.json", "{}")

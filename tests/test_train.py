@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+
+from hwlib.config import DetectorConfig
+from hwlib.keypoints import RegressionNet
+from hwlib.train import (CheckpointError, NonFiniteLossError, fit, load_checkpoint, lr_at, resolve_precision,
+                         save_checkpoint)
+
+
+def _tiny():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(1))
+
+
+def _batches(step, rng):
+    x = torch.from_numpy(rng.standard_normal((4, 1, 6, 6)).astype("float32"))
+    return x, x.mean((1, 2, 3))[:, None]
+
+
+def _mse(out, y):
+    return ((out.float() - y) ** 2).mean(), {}
+
+
+def test_schedule():
+    assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)
+    assert lr_at(99, 100, 1.0, 10) < 0.05
+    assert all(lr_at(s, 100, 1.0, 10) >= lr_at(s + 1, 100, 1.0, 10) for s in range(10, 99))
+
+
+def test_checkpoint_round_trip_and_config(tmp_path):
+    m = RegressionNet(base_channels=8)
+    path = save_checkpoint(tmp_path / "m.pt", m, DetectorConfig(steps=3), {"map": 0.5})
+    m2 = RegressionNet(base_channels=8)
+    payload = load_checkpoint(path, m2)
+    assert payload["config"]["steps"] == 3 and payload["metrics"]["map"] == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    assert json.loads((tmp_path / "m.json").read_text())["config"]["steps"] == 3   # the config beside it
+
+
+def test_checkpoint_errors(tmp_path):
+    m = RegressionNet(base_channels=8)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt", m)
+    path = save_checkpoint(tmp_path / "m.pt", m, {})
+    data = path.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="trunc.pt is truncated or corrupt"):
+        load_checkpoint(tmp_path / "trunc.pt", m)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt", m)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an hwlib checkpoint"):
+        load_checkpoint(tmp_path / "other.pt", m)
+    with pytest.raises(CheckpointError, match="does not match the model's architecture"):
+        load_checkpoint(path, RegressionNet(base_channels=16))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    m = RegressionNet(base_channels=8)
+    path = save_checkpoint(tmp_path / "m.pt", m, {})
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "m.pt", RegressionNet(base_channels=8), {})
+    assert path.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+
+
+def test_fit_reduces_loss_and_is_deterministic():
+    def run():
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 1))
+        h = fit(m, _mse, _batches, steps=30, lr=1e-2, weight_decay=0.0, warmup_steps=2, seed=1, precision="fp32",
+                progress=False, evaluate=lambda mm: {"w": float(mm[1].weight.sum())}, eval_every=10)
+        return h
+    h1, h2 = run(), run()
+    assert h1.loss[-1] < h1.loss[0]
+    assert h1.loss == h2.loss and h1.evals[-1]["w"] == h2.evals[-1]["w"]
+    assert [e["step"] for e in h1.evals] == [10, 20, 30]
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 1))
+    ckpt = tmp_path / "last.pt"
+
+    def loss_fn(out, y):
+        loss, _ = _mse(out, y)
+        return (loss * float("nan") if fit_state["step"] >= 5 else loss), {}
+
+    fit_state = {"step": 0}
+
+    def batches(step, rng):
+        fit_state["step"] = step
+        return _batches(step, rng)
+
+    with pytest.raises(NonFiniteLossError, match="at step 5.*last good checkpoint kept"):
+        fit(m, loss_fn, batches, steps=10, lr=1e-3, weight_decay=0.0, warmup_steps=1, precision="fp32", progress=False,
+            evaluate=lambda mm: {"ok": 1.0}, eval_every=2, checkpoint=ckpt)
+    assert load_checkpoint(ckpt)["extra"]["step"] == 4
+
+
+def test_precision_resolution():
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", torch.device("cpu"))
