@@ -113,6 +113,11 @@ class Profile:
         return self.name == "cpu"
 
     @property
+    def runtime(self) -> dict:
+        """``device`` and ``precision`` keyword arguments for the training and prediction functions."""
+        return {"device": self.device, "precision": self.precision}
+
+    @property
     def run_dir(self) -> Path:
         """Checkpoints, logs and executed notebooks (always under runs/, ignored by git)."""
         return RUNS_DIR / self.name
@@ -143,9 +148,9 @@ def _cpu() -> Profile:
                          warmup_steps=40, eval_every=100)
     det_abl = DetectorConfig(width=0.5, n_train=4000, n_val=300, steps=300, batch_size=16, lr=3e-3,
                              warmup_steps=25)
-    kp = KeypointConfig(n_train=8000, n_val=1000, steps=600, regression_steps=1500, batch_size=32, lr=4e-3,
+    kp = KeypointConfig(n_train=8000, n_val=1000, steps=550, regression_steps=1200, batch_size=32, lr=4e-3,
                         eval_every=100)
-    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=250, batch_size=32, lr=4e-3)
+    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=200, batch_size=32, lr=4e-3)
     return Profile(name="cpu", detector=det, det_ablation=det_abl, keypoint=kp, kp_ablation=kp_abl)
 
 

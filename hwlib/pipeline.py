@@ -84,8 +84,12 @@ def machine_info() -> dict:
             "cuda": torch.cuda.is_available(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
-def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overrides: dict | None = None) -> dict:
-    """Execute every stage not already up to date; return the pipeline record."""
+def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overrides: dict | None = None,
+                  start: str | None = None) -> dict:
+    """Execute every stage not already up to date; return the pipeline record.
+
+    ``start`` (a stage prefix such as ``"04"``) reruns that stage and every later one, and accepts the
+    earlier stages' last successful outputs as they are (they must exist)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -102,7 +106,12 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
         check_parameters(nb, parameters)
         name = nb.stem
         prev = state.get(name, {})
-        if prev.get("key") == keys[name]:
+        before_start = start is not None and name < start and not name.startswith(start)
+        if before_start:
+            if "seconds" not in prev:
+                raise SystemExit(f"--from {start}: earlier stage {name} has never run successfully at profile {profile}")
+            prev["key"] = keys[name]
+        if prev.get("key") == keys[name] and (start is None or before_start):
             stages[name] = prev["seconds"]
             print(f"[{i}/{len(nbs)}] {name}: up to date, skipped (last run {prev['seconds']:.0f} s)", flush=True)
             continue
@@ -165,6 +174,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default cpu)")
     ap.add_argument("--force", action="store_true", help="rerun every stage")
+    ap.add_argument("--from", dest="start", metavar="NN", help="rerun from stage NN (e.g. 04) on, keeping earlier stages")
     ap.add_argument("--pdf", action="store_true", help="also build the PDF")
     ap.add_argument("--pdf-only", action="store_true", help="only build the PDF")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds")
@@ -173,7 +183,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
     t0 = time.perf_counter()
     if not args.pdf_only:
-        run_notebooks(args.profile, args.force, args.timeout)
+        run_notebooks(args.profile, args.force, args.timeout, start=args.start)
         if load_profile(args.profile).committed:
             from .readme import update_readme
 
