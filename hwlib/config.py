@@ -146,7 +146,7 @@ def _smoke() -> Profile:
 def _cpu() -> Profile:
     det = DetectorConfig(width=1.0, n_train=6000, n_val=500, steps=600, batch_size=16, lr=2e-3,
                          warmup_steps=40, eval_every=100)
-    det_abl = DetectorConfig(width=0.5, n_train=4000, n_val=300, steps=300, batch_size=16, lr=3e-3,
+    det_abl = DetectorConfig(width=0.5, n_train=4000, n_val=300, steps=250, batch_size=16, lr=3e-3,
                              warmup_steps=25)
     kp = KeypointConfig(n_train=8000, n_val=1000, steps=550, regression_steps=1200, batch_size=32, lr=4e-3,
                         eval_every=100)

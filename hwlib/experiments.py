@@ -121,9 +121,10 @@ def _core(p):
 
 
 def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | None = None, name: str = "detector",
-                   device: str = "auto", precision: str = "auto", progress: bool = True):
-    """Train one detector; returns ``(model, history)``. Validation mAP (standard protocol) every
-    ``cfg.eval_every`` steps; checkpoint ``<run_dir>/<name>.pt`` with its config beside it."""
+                   device: str = "auto", precision: str = "auto", progress: bool = True, validate: bool = True):
+    """Train one detector; returns ``(model, history)``. With ``validate``, validation mAP (standard
+    protocol) every ``cfg.eval_every`` steps and at the end; checkpoint ``<run_dir>/<name>.pt`` with its
+    config beside it."""
     images, targets = detection_data(cfg.n_train, 1000 + seed, cfg.size_mode)
     val_images, val_targets = detection_data(cfg.n_val, VAL_SEED, cfg.size_mode)
     torch.manual_seed(seed)
@@ -137,8 +138,8 @@ def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | Non
     ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
     hist = fit(model, loss_fn, detection_batches(images, targets, cfg.batch_size, cfg.flip),
                steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-               seed=seed, device=device, precision=precision, evaluate=evaluate, eval_every=cfg.eval_every,
-               checkpoint=ckpt, config=cfg, desc=name)
+               seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
+               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name)
     return model, hist
 
 
@@ -183,9 +184,10 @@ def predict_keypoints(model, method: str, images, cfg: KeypointConfig, batch_siz
 
 def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_dir: str | Path | None = None,
                          name: str | None = None, device: str = "auto", precision: str = "auto",
-                         progress: bool = True):
+                         progress: bool = True, validate: bool = True):
     """Train one keypoint model (``"heatmap"``, ``"regression"`` or ``"integral"``) on the shared data;
-    validation PCK (bbox norm) every ``cfg.eval_every`` steps. Returns ``(model, history)``."""
+    with ``validate``, validation PCK (bbox norm) every ``cfg.eval_every`` steps and at the end.
+    Returns ``(model, history)``."""
     name = name or f"{method}_s{seed}"
     images, keypoints, _ = keypoint_data(cfg.n_train, 2000 + seed, cfg.hard_fraction)
     val_images, val_kps, _ = keypoint_data(cfg.n_val, VAL_SEED, cfg.hard_fraction)
@@ -209,8 +211,8 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
     steps = cfg.regression_steps if method == "regression" and cfg.regression_steps else cfg.steps
     hist = fit(model, kp.KeypointLoss(method, cfg), keypoint_batches(images, keypoints, cfg.batch_size),
                steps=steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-               seed=seed, device=device, precision=precision, evaluate=evaluate, eval_every=cfg.eval_every,
-               checkpoint=ckpt, config=cfg, desc=name)
+               seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
+               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name)
     return model, hist
 
 
@@ -265,7 +267,7 @@ def run_detector_arms(base: DetectorConfig, arms: dict, seeds: int, run_dir=None
         per_run[name] = []
         for s in range(seeds):
             model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{name}_s{s}", device=device,
-                                         precision=precision, progress=progress)
+                                         precision=precision, progress=progress, validate=False)
             preds = predict_detector(model, val_images, cfg, device=device, precision=precision)
             r = detector_run_metrics(preds, val_targets, cfg)
             r["train_seconds"] = hist.train_seconds
@@ -304,7 +306,7 @@ def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None
         per_run[name] = []
         for s in range(seeds):
             model, hist = train_keypoint_model("heatmap", cfg, seed=s, run_dir=run_dir, name=f"{name}_s{s}",
-                                               device=device, precision=precision, progress=progress)
+                                               device=device, precision=precision, progress=progress, validate=False)
             preds = predict_keypoints(model, "heatmap", val_images, cfg, device=device, precision=precision,
                                       return_heatmaps=True)
             hm = kp.heatmaps_as_targets(preds.pop("heatmaps"), cfg)

@@ -29,6 +29,8 @@ from .config import NOTEBOOKS_DIR, PROFILES, REPO_ROOT, REPORT_DIR, load_profile
 from .report import atomic_write_text
 
 HWLIB_DIR = Path(__file__).resolve().parent
+# modules no notebook imports: changing them does not change any stage's results
+NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py"}
 
 
 def notebooks() -> list[Path]:
@@ -48,7 +50,7 @@ def _digest(paths, extra: str = "") -> str:
 
 def stage_keys(profile: str, parameters: dict) -> dict[str, str]:
     """A key per stage: its notebook + hwlib sources + parameters + the previous stage's key."""
-    code = _digest(sorted(HWLIB_DIR.glob("*.py")))
+    code = _digest(sorted(p for p in HWLIB_DIR.glob("*.py") if p.name not in NOT_IN_NOTEBOOKS))
     keys, prev = {}, ""
     for nb in notebooks():
         prev = _digest([nb], f"{code}|{profile}|{json.dumps(parameters, sort_keys=True)}|{prev}")
@@ -85,11 +87,23 @@ def machine_info() -> dict:
 
 
 def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overrides: dict | None = None,
-                  start: str | None = None) -> dict:
+                  start: str | None = None, verbose: bool = True, only: str | None = None, accept: bool = False) -> dict:
     """Execute every stage not already up to date; return the pipeline record.
 
     ``start`` (a stage prefix such as ``"04"``) reruns that stage and every later one, and accepts the
-    earlier stages' last successful outputs as they are (they must exist)."""
+    earlier stages' last successful outputs as they are (they must exist). ``only`` runs that one stage and
+    leaves the others' records alone. ``accept`` runs nothing: it marks every stage that has run before as
+    up to date with the current code (for a change known not to alter any result). ``verbose`` streams
+    each notebook's output (training progress bars included) to the terminal."""
+    if verbose:
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("    %(message)s"))
+        log = logging.getLogger("papermill")
+        log.handlers[:] = [handler]
+        log.setLevel(logging.INFO)
+        log.propagate = False
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -106,24 +120,35 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
         check_parameters(nb, parameters)
         name = nb.stem
         prev = state.get(name, {})
+        if accept or (only is not None and not name.startswith(only)):
+            if "seconds" in prev:
+                if accept:
+                    prev["key"] = keys[name]
+                stages[name] = prev["seconds"]
+            elif accept:
+                raise SystemExit(f"--accept: stage {name} has never run successfully at profile {profile}")
+            print(f"[{i}/{len(nbs)}] {name}: {'accepted as up to date' if accept else 'not selected'}", flush=True)
+            continue
         before_start = start is not None and name < start and not name.startswith(start)
         if before_start:
             if "seconds" not in prev:
                 raise SystemExit(f"--from {start}: earlier stage {name} has never run successfully at profile {profile}")
             prev["key"] = keys[name]
-        if prev.get("key") == keys[name] and (start is None or before_start):
+        if prev.get("key") == keys[name] and (start is None or before_start) and only is None:
             stages[name] = prev["seconds"]
             print(f"[{i}/{len(nbs)}] {name}: up to date, skipped (last run {prev['seconds']:.0f} s)", flush=True)
             continue
         print(f"[{i}/{len(nbs)}] {name}: running ...", flush=True)
+        # this stage's outputs are about to change: it and every later stage are stale until they finish
+        for later in (nbs[i - 1:] if only is None else [nb]):
+            state.pop(later.stem, None)
+        atomic_write_text(state_path, json.dumps(state, indent=2))
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(str(nb), str(out_dir / nb.name), parameters=parameters, kernel_name="python3",
                                        cwd=str(REPO_ROOT), execution_timeout=timeout, progress_bar=False,
-                                       log_output=False, stdout_file=None, stderr_file=None)
+                                       log_output=verbose)
         except PapermillExecutionError as e:
-            state.pop(name, None)
-            atomic_write_text(state_path, json.dumps(state, indent=2))
             raise SystemExit(f"pipeline stopped: {name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
                              f"executed copy with the traceback: {out_dir / nb.name}") from None
         seconds = time.perf_counter() - t0
@@ -175,15 +200,20 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default cpu)")
     ap.add_argument("--force", action="store_true", help="rerun every stage")
     ap.add_argument("--from", dest="start", metavar="NN", help="rerun from stage NN (e.g. 04) on, keeping earlier stages")
+    ap.add_argument("--only", metavar="NN", help="run only stage NN")
+    ap.add_argument("--accept", action="store_true",
+                    help="run nothing; mark stages that ran before as up to date with the current code")
     ap.add_argument("--pdf", action="store_true", help="also build the PDF")
     ap.add_argument("--pdf-only", action="store_true", help="only build the PDF")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds")
+    ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     args = ap.parse_args(argv)
     if args.profile not in PROFILES:
         ap.error(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
     t0 = time.perf_counter()
     if not args.pdf_only:
-        run_notebooks(args.profile, args.force, args.timeout, start=args.start)
+        run_notebooks(args.profile, args.force, args.timeout, start=args.start, verbose=not args.quiet,
+                      only=args.only, accept=args.accept)
         if load_profile(args.profile).committed:
             from .readme import update_readme
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .config import CLASS_NAMES, KEYPOINT_NAMES
+from .receptive import gradient_centre
 from .report import save_figure
 
 HEAD_COLOURS = ("tab:blue", "tab:orange", "tab:green")
@@ -190,12 +191,12 @@ def receptive_fields(erf: dict, trf: dict, anchors, size_ranges, path=None, titl
     for i, name in enumerate(("S1", "S2", "S3")):
         g, side = erf[name]
         axes[i].imshow(g.numpy() ** 0.5, cmap="viridis", extent=(0, g.shape[1], g.shape[0], 0))
-        c = g.shape[0] / 2
+        cy, cx = gradient_centre(g)
         r = trf[name]["rf"] / 2
-        axes[i].add_patch(plt.Rectangle((c - r, c - r), 2 * r, 2 * r, fill=False, ec="w", ls="--"))
-        axes[i].add_patch(plt.Rectangle((c - side / 2, c - side / 2), side, side, fill=False, ec="r"))
+        axes[i].add_patch(plt.Rectangle((cx - r, cy - r), 2 * r, 2 * r, fill=False, ec="w", ls="--"))
+        axes[i].add_patch(plt.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, ec="r"))
         for a in anchors[i]:
-            axes[i].add_patch(plt.Rectangle((c - a / 2, c - a / 2), a, a, fill=False, ec="orange", lw=0.8, ls=":"))
+            axes[i].add_patch(plt.Rectangle((cx - a / 2, cy - a / 2), a, a, fill=False, ec="orange", lw=0.8, ls=":"))
         axes[i].set_title(f"{name}: TRF {trf[name]['rf']} px, ERF(90%) {side:.0f} px", fontsize=8)
         axes[i].set_xticks([])
         axes[i].set_yticks([])

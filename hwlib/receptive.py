@@ -3,7 +3,7 @@
 Theoretical: walking the convolutions from the input, ``rf += (k - 1) * d * jump`` and
 ``jump *= s``. Effective (Luo et al., 2016): the absolute gradient of one output cell at the image
 centre with respect to the input pixels, averaged over real images; its size is reported as the
-side of the smallest centred square holding ``mass`` (90%) of that gradient.
+side of the smallest square around the gradient's centroid holding ``mass`` (90%) of it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,19 @@ def detector_rf(model) -> dict:
     return out
 
 
+def gradient_centre(g: torch.Tensor) -> tuple[float, float]:
+    """``(cy, cx)``: the centroid of a non-negative gradient map ``[H, W]`` (pixel-centre coordinates).
+
+    The receptive field of cell ``i`` of a stride-``s`` map is not centred at ``(i + 0.5) * s``: with
+    3x3 stride-2 convolutions and padding 1 each cell looks at ``s * i`` of its input. So the field is
+    centred where its gradient is, not where the cell's box would put it."""
+    H, W = g.shape
+    ys = torch.arange(H, dtype=g.dtype) + 0.5
+    xs = torch.arange(W, dtype=g.dtype) + 0.5
+    total = g.sum().clamp(min=1e-20)
+    return float((g.sum(1) * ys).sum() / total), float((g.sum(0) * xs).sum() / total)
+
+
 def effective_rf(forward_fn, images: torch.Tensor, mass: float = 0.9):
     """Effective receptive field of the centre cell of one output map.
 
@@ -47,7 +60,8 @@ def effective_rf(forward_fn, images: torch.Tensor, mass: float = 0.9):
         mass: share of the gradient the reported square must hold.
 
     Returns:
-        ``(erf_map Tensor[H, W] normalized to max 1, side in input pixels)``.
+        ``(erf_map Tensor[H, W] normalized to max 1, side in input pixels)``: the side of the smallest
+        square centred on the gradient's centroid that holds ``mass`` of it.
     """
     x = images.detach().clone().float().requires_grad_(True)
     out = forward_fn(x).float()
@@ -56,7 +70,7 @@ def effective_rf(forward_fn, images: torch.Tensor, mass: float = 0.9):
     g = x.grad.abs().sum((0, 1))
     g = g / g.max().clamp(min=1e-20)
     H, W = g.shape
-    cy, cx = (h // 2 + 0.5) * H / h, (w // 2 + 0.5) * W / w
+    cy, cx = gradient_centre(g)
     ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
     cheb = torch.maximum((ys - cy).abs(), (xs - cx).abs()).flatten()
     order = torch.argsort(cheb)

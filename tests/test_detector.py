@@ -116,3 +116,15 @@ def test_bad_constructor_arguments():
         det.MultiScaleDetector(head="fpn")
     with pytest.raises(ValueError, match="width"):
         det.MultiScaleDetector(width=0)
+
+
+def test_gradient_centre_and_erf_within_trf_for_strided_heads():
+    from hwlib.receptive import gradient_centre
+
+    g = torch.zeros(10, 10)
+    g[2, 7] = 1.0
+    assert gradient_centre(g) == (2.5, 7.5)
+    m = det.MultiScaleDetector(width=0.25).eval()
+    for level, trf in enumerate((17, 33, 65)):
+        _, side = effective_rf(lambda x: m(x)[level], torch.rand(2, 3, 224, 224))
+        assert side <= trf + 1, (level, side)   # the field is centred on its gradient, not on the cell's box

@@ -1,0 +1,311 @@
+"""Throughput benchmark: images/s of every workload, plain fp32 eager against each faster setting.
+
+    python -m hwlib.bench            # full: every workload and setting (about 10 minutes on 2 cores)
+    python -m hwlib.bench --quick    # the same code paths in under 2 minutes (fewer steps and settings)
+
+Allocator settings only take effect at process start, so each allocator group runs in its own worker
+process (``default`` malloc, ``glibc`` tunables that stop returning freed memory to the OS, ``tcmalloc``
+by ``LD_PRELOAD`` where Debian's libtcmalloc is installed); inside a worker, precision and memory-format
+settings are timed one after the other on the same model and batch. Every speed is compared with the
+plain fp32 eager run measured in the same benchmark run: absolute times on a shared machine are noise.
+
+Writes ``benchmark.json`` (and a ``benchmark.tex`` of macros and a ``benchmark_table.tex``) into the
+profile's generated folder, and the time-to-accuracy figure from the training logs of the ``cpu`` run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+GLIBC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
+TRAIN_WORKLOADS = ("detector_train", "detector_train_w05", "heatmap_train", "regression_train", "integral_train")
+
+
+def _tcmalloc() -> str | None:
+    found = sorted(glob.glob("/usr/lib/*/libtcmalloc*.so*") + glob.glob("/usr/lib/libtcmalloc*.so*"))
+    found = [f for f in found if "debug" not in f and "profiler" not in f]
+    return found[0] if found else None
+
+
+# ----------------------------------------------------------------------------- worker side
+def _train_setup(name: str, batch: int):
+    from .config import DetectorConfig, KeypointConfig
+    from .data import make_detection_data, make_keypoint_data
+    from .detector import DetectionLoss, MultiScaleDetector, images_to_input
+    from .keypoints import KeypointLoss, build_keypoint_model
+
+    if name.startswith("detector_train"):
+        width = 0.5 if name.endswith("w05") else 1.0
+        cfg = DetectorConfig(width=width)
+        images, targets = make_detection_data(batch, seed=0)
+        return MultiScaleDetector(width=width), DetectionLoss(cfg), images_to_input(images), targets
+    method = name.split("_")[0]
+    cfg = KeypointConfig()
+    images, kps = make_keypoint_data(batch, seed=0)
+    return build_keypoint_model(method, cfg), KeypointLoss(method, cfg), images, kps
+
+
+def _flops_per_image(model, loss_fn, x, y) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    with FlopCounterMode(display=False) as fc:
+        loss, _ = loss_fn(model(x), y)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / len(x)
+
+
+def _time_train(model, loss_fn, x, y, precision: str, channels_last: bool, steps: int, compile_: bool = False):
+    model.train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    xx = x.contiguous(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    run = torch.compile(model) if compile_ else model
+    compile_s = 0.0
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = run(xx)
+        loss, _ = loss_fn(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t0 = time.perf_counter()
+    step()                                   # warm-up (and compilation)
+    if compile_:
+        compile_s = time.perf_counter() - t0
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - t0
+    model.to(memory_format=torch.contiguous_format)
+    return len(x) * steps / dt, compile_s
+
+
+def _matmul_gflops(dtype, n: int, reps: int) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def worker(group: str, quick: bool) -> dict:
+    """Measure every workload under this process's allocator; returns {workload: {setting: img/s}}."""
+    from .train import bf16_native
+
+    torch.manual_seed(0)
+    res = {"_meta": {"group": group, "bf16_native": bf16_native()}}
+    steps = 2 if quick else 6
+    settings = [("fp32", "fp32", False), ("bf16", "bf16", False), ("channels_last", "fp32", True),
+                ("bf16+channels_last", "bf16", True)]
+    if quick and group != "default":
+        settings = [("fp32", "fp32", False), ("bf16+channels_last", "bf16", True)]
+    workloads = TRAIN_WORKLOADS if not quick else ("detector_train", "heatmap_train", "regression_train")
+    for name in workloads:
+        batch = (8 if quick else 16) if name.startswith("detector") else 32
+        model, loss_fn, x, y = _train_setup(name, batch)
+        entry = {}
+        if group == "default":
+            entry["_gflop_per_img"] = _flops_per_image(model, loss_fn, x, y) / 1e9
+        for sname, prec, cl in settings:
+            entry[sname] = _time_train(model, loss_fn, x, y, prec, cl, steps)[0]
+            print(f"  [{group}] {name:20s} {sname:20s} {entry[sname]:8.1f} img/s", file=sys.stderr, flush=True)
+        if group == "default" and not quick:
+            ips, cs = _time_train(model, loss_fn, x, y, "bf16", True, steps, compile_=True)
+            entry["bf16+channels_last+compile"], entry["_compile_seconds"] = ips, cs
+            print(f"  [{group}] {name:20s} {'+compile':20s} {ips:8.1f} img/s (compile {cs:.0f} s)", file=sys.stderr, flush=True)
+            torch._dynamo.reset()
+        res[name] = entry
+    if group == "default":
+        res.update(_other_workloads(quick))
+        n = 2048 if quick else 4096
+        res["_peak"] = {"bf16_matmul_gflops": _matmul_gflops(torch.bfloat16, n, 3 if quick else 10),
+                        "fp32_matmul_gflops": _matmul_gflops(torch.float32, n, 3 if quick else 10)}
+    return res
+
+
+def _other_workloads(quick: bool) -> dict:
+    from .config import DetectorConfig
+    from .data import make_detection_data, make_keypoint_data
+    from .detector import MultiScaleDetector, decode_predictions, images_to_input
+    from .metrics import evaluate_detections, pck
+
+    out = {}
+    n = 100 if quick else 400
+    t0 = time.perf_counter()
+    images, targets = make_detection_data(n, seed=1)
+    out["data_detection"] = {"numpy": n / (time.perf_counter() - t0)}
+    t0 = time.perf_counter()
+    make_keypoint_data(4 * n, seed=1)
+    out["data_keypoint"] = {"numpy": 4 * n / (time.perf_counter() - t0)}
+    model = MultiScaleDetector().eval()
+    x = images_to_input(images[:16])
+    infer = {}
+    for sname, prec, cl in (("fp32", "fp32", False), ("bf16+channels_last", "bf16", True)):
+        m = model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        xx = x.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
+            m(xx)
+            t0 = time.perf_counter()
+            reps = 1 if quick else 3
+            for _ in range(reps):
+                decode_predictions(tuple(o.float() for o in m(xx)), conf_threshold=0.001)
+        infer[sname] = 16 * reps / (time.perf_counter() - t0)
+    out["detector_infer"] = infer
+    # evaluation: AP over 1,000 images (synthetic detections around the ground truth), PCK over 10,000 samples
+    g = torch.Generator().manual_seed(0)
+    tg = [targets[i % len(targets)] for i in range(1000)]
+    preds = []
+    for t in tg:
+        k = len(t["labels"])
+        b = t["boxes"] + torch.randn(k, 4, generator=g) * 3
+        b = torch.cat([torch.minimum(b[:, :2], b[:, 2:]), torch.maximum(b[:, :2], b[:, 2:])], 1)
+        extra = torch.rand(20, 4, generator=g) * 200
+        extra = torch.cat([extra[:, :2], extra[:, :2] + 5 + extra[:, 2:] / 4], 1)
+        preds.append({"boxes": torch.cat([b, extra]), "scores": torch.rand(k + 20, generator=g),
+                      "labels": torch.cat([t["labels"], torch.randint(0, 3, (20,), generator=g)])})
+    t0 = time.perf_counter()
+    evaluate_detections(preds, tg)
+    out["evaluate_ap_1000"] = {"numpy": 1000 / (time.perf_counter() - t0)}
+    gt = torch.rand(10000, 5, 2, generator=g) * 128
+    t0 = time.perf_counter()
+    pck(gt + torch.randn(10000, 5, 2, generator=g), gt)
+    out["evaluate_pck_10000"] = {"torch": 10000 / (time.perf_counter() - t0)}
+    return out
+
+
+# ----------------------------------------------------------------------------- orchestration
+def run(quick: bool = False, profile: str = "cpu") -> dict:
+    from .config import load_profile
+    from .pipeline import machine_info
+    from .report import write_results, write_table
+
+    P = load_profile(profile)
+    groups = {"default": {}, "glibc": {"GLIBC_TUNABLES": GLIBC}}
+    tc = _tcmalloc()
+    if tc:
+        groups["tcmalloc"] = {"LD_PRELOAD": tc}
+    raw = {}
+    t_start = time.perf_counter()
+    for group, env_add in groups.items():
+        env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+        env.update(env_add)
+        print(f"worker '{group}' ...", flush=True)
+        cmd = [sys.executable, "-m", "hwlib.bench", "--worker", group] + (["--quick"] if quick else [])
+        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"benchmark worker '{group}' failed (exit {r.returncode})")
+        raw[group] = json.loads(r.stdout.strip().splitlines()[-1])
+    base = raw["default"]
+    peak = base.pop("_peak")
+    result = {"profile": P.name, "quick": quick}
+    for name, entry in base.items():
+        if name.startswith("_"):
+            continue
+        settings = {}
+        for group, data in raw.items():
+            for sname, v in data.get(name, {}).items():
+                if not sname.startswith("_"):
+                    settings[sname if group == "default" else f"{sname}+{group}"] = v
+        fp32 = settings.get("fp32", next(iter(settings.values())))
+        best = max(settings, key=settings.get)
+        w = {"fp32_eager_img_s": fp32, "settings": settings, "best_setting": best, "best_img_s": settings[best],
+             "speedup": settings[best] / fp32}
+        if "_gflop_per_img" in entry:
+            w["gflop_per_img"] = entry["_gflop_per_img"]
+            w["best_gflops"] = entry["_gflop_per_img"] * settings[best]
+            w["share_of_bf16_peak"] = w["best_gflops"] / peak["bf16_matmul_gflops"]
+        if "_compile_seconds" in entry:
+            w["compile_seconds"] = entry["_compile_seconds"]
+        result[name] = w
+    result["peak"] = peak
+    result["time_to_accuracy"] = time_to_accuracy(P)
+    result["machine"] = machine_info()
+    result["seconds"] = time.perf_counter() - t_start
+    write_results(P.generated_dir, "benchmark", result, prefix="Bench", digits=2)
+    rows = [[name, f"{w['fp32_eager_img_s']:.1f}", w["best_setting"], f"{w['best_img_s']:.1f}", f"{w['speedup']:.2f}",
+             f"{w['share_of_bf16_peak'] * 100:.0f}\\%" if "share_of_bf16_peak" in w else ""]
+            for name, w in result.items() if isinstance(w, dict) and "fp32_eager_img_s" in w]
+    write_table(P.generated_dir, "benchmark_table", ["workload", "fp32 eager", "fastest setting", "img/s", "speed-up",
+                                                      "of bf16 peak"], rows, align="lrlrrr")
+    _time_to_accuracy_figure(P)
+    print(f"benchmark written to {P.generated_dir / 'benchmark.json'} ({result['seconds']:.0f} s)")
+    return result
+
+
+def _histories(P):
+    out = {}
+    for name in ("02_histories.json", "04_histories.json"):
+        p = P.run_dir / name
+        if p.exists():
+            out.update(json.loads(p.read_text()))
+    return out
+
+
+def time_to_accuracy(P) -> dict:
+    """Training seconds (evaluation excluded) to the report's accuracy goals, from the cpu run's logs (or,
+    without them, from the committed results)."""
+    goals = {"detector_map50_0.85_s": ("seed", "map_standard", 0.85), "rf_aware_map50_0.95_s": ("rf_aware", "map_standard", 0.95),
+             "heatmap_pck05_0.95_s": ("heatmap", "pck_heatmap_dark_0.05", 0.95)}
+    hist = _histories(P)
+    out = {}
+    for key, (run, metric, goal) in goals.items():
+        evals = hist.get(run, {}).get("evals", [])
+        out[key] = next((e["seconds"] for e in evals if e.get(metric, -1) >= goal), float("nan"))
+    if not hist:
+        for name in ("02_detector_training", "04_keypoint_training"):
+            p = P.generated_dir / f"{name}.json"
+            if p.exists():
+                out.update({k: v for k, v in json.loads(p.read_text()).get("time_to_accuracy", {}).items() if k in out})
+    return out
+
+
+def _time_to_accuracy_figure(P) -> None:
+    from . import plots
+
+    hist = _histories(P)
+    if not all(k in hist for k in ("seed", "rf_aware", "heatmap")):
+        print("no training logs under runs/cpu: time-to-accuracy figure not redrawn")
+        return
+    curves = {}
+    for label, run, metric, goal, ylabel in (("seed-exact detector", "seed", "map_standard", 0.85, "mAP@0.5 (standard)"),
+                                             ("receptive-field-aware detector", "rf_aware", "map_standard", 0.95, "mAP@0.5 (standard)"),
+                                             ("heatmap model (DARK)", "heatmap", "pck_heatmap_dark_0.05", 0.95, "PCK@0.05")):
+        ev = hist[run]["evals"]
+        curves[label] = ([e["seconds"] for e in ev], [e[metric] for e in ev], goal, ylabel)
+    plots.time_to_accuracy(curves, P.figures_dir / "07_time_to_accuracy.pdf")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps and settings, under 2 minutes")
+    ap.add_argument("--profile", default="cpu", help="where to write (cpu: report/generated; else runs/<profile>/)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        torch.set_num_threads(os.cpu_count() or 1)
+        res = worker(args.worker, args.quick)
+        sys.stdout.flush()
+        print(json.dumps(res))
+        return 0
+    run(args.quick, args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
