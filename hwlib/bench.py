@@ -193,7 +193,7 @@ def _other_workloads(quick: bool) -> dict:
 def run(quick: bool = False, profile: str = "cpu") -> dict:
     from .config import load_profile
     from .pipeline import machine_info
-    from .report import write_results, write_table
+    from .report import tex_escape, write_results, write_table
 
     P = load_profile(profile)
     groups = {"default": {}, "glibc": {"GLIBC_TUNABLES": GLIBC}}
@@ -238,7 +238,7 @@ def run(quick: bool = False, profile: str = "cpu") -> dict:
     result["machine"] = machine_info()
     result["seconds"] = time.perf_counter() - t_start
     write_results(P.generated_dir, "benchmark", result, prefix="Bench", digits=2)
-    rows = [[name, f"{w['fp32_eager_img_s']:.1f}", w["best_setting"], f"{w['best_img_s']:.1f}", f"{w['speedup']:.2f}",
+    rows = [[name, f"{w['fp32_eager_img_s']:.1f}", tex_escape(w["best_setting"]), f"{w['best_img_s']:.1f}", f"{w['speedup']:.2f}",
              f"{w['share_of_bf16_peak'] * 100:.0f}\\%" if "share_of_bf16_peak" in w else ""]
             for name, w in result.items() if isinstance(w, dict) and "fp32_eager_img_s" in w]
     write_table(P.generated_dir, "benchmark_table", ["workload", "fp32 eager", "fastest setting", "img/s", "speed-up",

@@ -24,7 +24,7 @@ def results_table(gen_dir=None) -> str:
 
     det, sc, kp, pipe = load("02_detector_training"), load("03_scale_specialization"), load("04_keypoint_training"), load("pipeline")
     seed = SEED_RESULTS
-    rows = ["| figure | seed report | this study (`cpu` profile) |", "|---|---|---|"]
+    rows = ["| figure (AP per class: circle / square / triangle) | seed report | this study (`cpu` profile) |", "|---|---|---|"]
     if det:
         ap = lambda d, p: " / ".join(_f(d[f"ap_{p}"][n]) for n in CLASS_NAMES)  # noqa: E731
         rows.append(f"| detector mAP@0.5, seed protocol (conf ≥ 0.5), seed-exact network | {seed['detector']['map']:.3f} "
@@ -44,7 +44,7 @@ def results_table(gen_dir=None) -> str:
                     f"{seed['keypoints']['regression']['0.2']:.2f} | {_f(p['regression']['0.05'])} / {_f(p['regression']['0.2'])} |")
         rows.append(f"| integral regression PCK@0.05 / @0.20 | — | {_f(p['integral']['0.05'])} / {_f(p['integral']['0.2'])} |")
     if sc:
-        rows.append(f"| seed's proposals tested | 1 seed, not run | {len(sc['arms'])} arms × {sc['ablation_setting']['seeds']} seeds |")
+        rows.append(f"| the seed's proposed fixes | proposed, not run | {len(sc['arms'])} arms × {sc['ablation_setting']['seeds']} seeds |")
     if pipe:
         rows.append(f"| whole report, notebook time | — | {pipe['total_seconds'] / 60:.1f} min ({pipe['machine']['cpu']}, "
                     f"{pipe['machine']['threads']} threads) |")
