@@ -176,12 +176,29 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
     return record
 
 
+# each results file's macro prefix and decimals, as the notebooks write them
+MACRO_PREFIX = {"01_data_generation": ("Data", 2), "02_detector_training": ("Det", 3), "03_scale_specialization": ("Scale", 3),
+                "04_keypoint_training": ("Kp", 3), "05_ablations": ("Abl", 3), "06_failure_cases": ("Fail", 3),
+                "pipeline": ("Pipe", 0), "benchmark": ("Bench", 2)}
+
+
+def refresh_macros(generated_dir: Path) -> None:
+    """Rewrite every ``.tex`` macro twin from its ``.json``, so the PDF always shows what the JSON says."""
+    from .report import write_results
+
+    for name, (prefix, digits) in MACRO_PREFIX.items():
+        p = generated_dir / f"{name}.json"
+        if p.exists():
+            write_results(generated_dir, name, json.loads(p.read_text()), prefix=prefix, digits=digits)
+
+
 def build_pdf(profile: str) -> Path:
-    """latexmk the report against the profile's figures and generated numbers."""
+    """latexmk the report against the profile's figures and generated numbers (macros refreshed from the JSON)."""
     if shutil.which("latexmk") is None:
         raise SystemExit("latexmk not found: run `make setup` (as root it installs TeX), or: apt-get update && "
                          "apt-get install -y latexmk texlive-latex-recommended texlive-fonts-recommended texlive-science")
     P = load_profile(profile)
+    refresh_macros(P.generated_dir)
     if P.committed:
         out_dir, target = REPORT_DIR / "build", REPORT_DIR / "report.pdf"
         pretex = ""

@@ -57,3 +57,15 @@ def test_unwritable_target_gives_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OSError, match="cannot write"):
         atomic_write_text(blocker / "sub" / "f.json", "{}")
+
+
+def test_pdf_macros_follow_the_json(tmp_path):
+    """Changing a number in a results JSON changes the macro the PDF prints (refreshed before latexmk)."""
+    from hwlib.pipeline import refresh_macros
+
+    write_results(tmp_path, "02_detector_training", {"profile": "smoke", "map_standard": 0.5}, prefix="Det")
+    data = json.loads((tmp_path / "02_detector_training.json").read_text())
+    data["map_standard"] = 0.75
+    (tmp_path / "02_detector_training.json").write_text(json.dumps(data))
+    refresh_macros(tmp_path)
+    assert r"\newcommand{\DetMapStandard}{0.750}" in (tmp_path / "02_detector_training.tex").read_text()
