@@ -26,6 +26,8 @@ import time
 import numpy as np
 import torch
 
+from .train import History
+
 GLIBC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
 TRAIN_WORKLOADS = ("detector_train", "detector_train_w05", "heatmap_train", "regression_train", "integral_train")
 
@@ -95,6 +97,37 @@ def _time_train(model, loss_fn, x, y, precision: str, channels_last: bool, steps
     return len(x) * steps / dt, compile_s
 
 
+OP_GROUPS = (("convolution", ("conv",)), ("batch norm", ("batch_norm",)), ("ReLU", ("relu", "threshold")),
+             ("optimizer", ("adam", "_foreach", "lerp", "addcdiv", "sqrt")), ("upsampling", ("upsample",)),
+             ("copies and layout", ("copy", "contiguous", "to_dtype", "clone", "cat", "_to_copy")))
+
+
+def _op_breakdown(name: str, steps: int) -> dict:
+    """Where a training step of the default setting (bf16 + channels_last on bf16 CPUs) spends its time:
+    the share of self CPU time per group of operators, from ``torch.profiler`` over a few steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .train import bf16_native
+
+    model, loss_fn, x, y = _train_setup(name, 16 if name.startswith("detector") else 32)
+    prec = "bf16" if bf16_native() else "fp32"
+    _time_train(model, loss_fn, x, y, prec, prec == "bf16", 1)             # warm-up outside the profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        _time_train(model, loss_fn, x, y, prec, prec == "bf16", steps)
+    self_us = {}
+    for ev in prof.key_averages():
+        if ev.key.startswith("aten::") or ev.key.startswith("mkldnn") or "Optimizer" in ev.key:
+            self_us[ev.key] = self_us.get(ev.key, 0.0) + ev.self_cpu_time_total
+    total = sum(self_us.values()) or 1.0
+    groups = {g: 0.0 for g, _ in OP_GROUPS}
+    groups["other"] = 0.0
+    for key, us in self_us.items():
+        g = next((g for g, pats in OP_GROUPS if any(p in key.lower() for p in pats)), "other")
+        groups[g] += us / total
+    top = sorted(self_us.items(), key=lambda kv: -kv[1])[:6]
+    return {"precision": prec, "groups": groups, "top_ops": {k: v / total for k, v in top}}
+
+
 def _matmul_gflops(dtype, n: int, reps: int) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
@@ -132,6 +165,7 @@ def worker(group: str, quick: bool) -> dict:
             torch._dynamo.reset()
         res[name] = entry
     if group == "default":
+        res["_profile"] = {name: _op_breakdown(name, 2 if quick else 4) for name in ("detector_train", "heatmap_train")}
         res.update(_other_workloads(quick))
         n = 2048 if quick else 4096
         res["_peak"] = {"bf16_matmul_gflops": _matmul_gflops(torch.bfloat16, n, 3 if quick else 10),
@@ -213,6 +247,7 @@ def run(quick: bool = False, profile: str = "cpu") -> dict:
         raw[group] = json.loads(r.stdout.strip().splitlines()[-1])
     base = raw["default"]
     peak = base.pop("_peak")
+    op_profile = base.pop("_profile")
     result = {"profile": P.name, "quick": quick}
     for name, entry in base.items():
         if name.startswith("_"):
@@ -234,6 +269,8 @@ def run(quick: bool = False, profile: str = "cpu") -> dict:
             w["compile_seconds"] = entry["_compile_seconds"]
         result[name] = w
     result["peak"] = peak
+    result["profile_breakdown"] = op_profile
+    result["accuracy_check"] = accuracy_check(quick)
     result["time_to_accuracy"] = time_to_accuracy(P)
     result["machine"] = machine_info()
     result["seconds"] = time.perf_counter() - t_start
@@ -246,6 +283,43 @@ def run(quick: bool = False, profile: str = "cpu") -> dict:
     _time_to_accuracy_figure(P)
     print(f"benchmark written to {P.generated_dir / 'benchmark.json'} ({result['seconds']:.0f} s)")
     return result
+
+
+def accuracy_check(quick: bool, seeds: int = 2) -> dict:
+    """The default precision (bf16 autocast + channels_last where the CPU has native bf16) against plain
+    fp32 on the same short schedule: the cheap ablation settings of the ``cpu`` profile (detector
+    width 0.5, heatmap model with 16 base channels), ``seeds`` seeds each, evaluated on the profile's
+    validation images. ``within_noise``: the difference of the means is at most twice the pooled
+    seed-to-seed standard deviation. ``quick`` runs the same code on the ``smoke`` settings."""
+    from .config import load_profile
+    from .experiments import (VAL_SEED, detection_data, detection_metrics, keypoint_data, predict_detector,
+                              predict_keypoints, train_detector, train_keypoint_model)
+    from .metrics import pck
+    from .train import resolve_precision
+
+    P = load_profile("smoke" if quick else "cpu")
+    det, kpc = P.det_ablation, P.kp_ablation
+    vi, vt = detection_data(det.n_val, VAL_SEED, det.size_mode)
+    ki, kk, _ = keypoint_data(kpc.n_val, VAL_SEED, kpc.hard_fraction)
+    out = {"default_precision": resolve_precision("auto", torch.device("cpu")), "seeds": seeds,
+           "detector": f"width {det.width}, {det.steps} steps", "heatmap": f"{kpc.base_channels} base channels, {kpc.steps} steps"}
+    scores = {"detector_map50": {}, "heatmap_pck05": {}}
+    for label, prec in (("fp32", "fp32"), ("default", "auto")):
+        maps, pcks = [], []
+        for s in range(seeds):
+            m, _ = train_detector(det, seed=s, device="cpu", precision=prec, progress=False, validate=False)
+            maps.append(detection_metrics(predict_detector(m, vi, det, device="cpu", precision=prec), vt, det)["map_standard"])
+            m, _ = train_keypoint_model("heatmap", kpc, seed=s, device="cpu", precision=prec, progress=False, validate=False)
+            pcks.append(pck(predict_keypoints(m, "heatmap", ki, kpc, device="cpu", precision=prec)["heatmap_dark"], kk)[0.05])
+            print(f"  accuracy check {label:7s} seed {s}: mAP {maps[-1]:.3f}, PCK@0.05 {pcks[-1]:.3f}", flush=True)
+        scores["detector_map50"][label], scores["heatmap_pck05"][label] = maps, pcks
+    for key, sc in scores.items():
+        a, b = np.asarray(sc["fp32"]), np.asarray(sc["default"])
+        pooled = float(np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)) if seeds > 1 else float("nan")
+        diff = float(b.mean() - a.mean())
+        out[key] = {"fp32": float(a.mean()), "default": float(b.mean()), "fp32_runs": a.tolist(), "default_runs": b.tolist(),
+                    "difference": diff, "pooled_std": pooled, "within_noise": bool(abs(diff) <= 2 * pooled)}
+    return out
 
 
 def _histories(P):
@@ -265,8 +339,8 @@ def time_to_accuracy(P) -> dict:
     hist = _histories(P)
     out = {}
     for key, (run, metric, goal) in goals.items():
-        evals = hist.get(run, {}).get("evals", [])
-        out[key] = next((e["seconds"] for e in evals if e.get(metric, -1) >= goal), float("nan"))
+        t = History.from_dict(hist[run]).first_reaching(metric, goal) if run in hist else None
+        out[key] = t if t is not None else float("nan")
     if not hist:
         for name in ("02_detector_training", "04_keypoint_training"):
             p = P.generated_dir / f"{name}.json"

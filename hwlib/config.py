@@ -25,6 +25,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "report"
 
 CLASS_NAMES = ("circle", "square", "triangle")
+DETECTOR_HEADS = ("seed", "deep1x1", "deep", "dilated")   # S2/S3 head variants, see hwlib.detector
 KEYPOINT_NAMES = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
 SEED_ANCHORS = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
 
@@ -43,7 +44,7 @@ class DetectorConfig:
     """One detector training run: network, data, schedule, assignment and decoding."""
 
     width: float = 1.0                 # channel multiplier; 1.0 is the seed's network
-    head: str = "seed"                 # "seed" | "deep" (3 convs) | "dilated" (3 convs, d=1,2,4 on S2/S3)
+    head: str = "seed"                 # "seed" | "deep1x1" | "deep" | "dilated": S2/S3 heads, see hwlib.detector
     anchors: tuple = SEED_ANCHORS      # square anchor sides in pixels, per head S1, S2, S3
     n_train: int = 6000                # training images (generated once, reshuffled each epoch)
     n_val: int = 500                   # validation images (a different seed)
@@ -84,6 +85,7 @@ class KeypointConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
+    ema: float = 0.0                   # decay of an exponential moving average of the weights (0: off)
     eval_every: int = 0
     hard_fraction: float = 0.2         # share of hard poses (hands together / hands on torso)
 
@@ -99,6 +101,7 @@ class Profile:
     n_preview: int = 400               # images used for dataset statistics in notebook 01
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     rf_aware_head: str = "dilated"     # the receptive-field-aware variant of notebook 02
+    rf_aware_seeds: int = 3            # seeds of that variant at the headline budget (notebook 03; seed 0 is 02's)
     det_ablation: DetectorConfig = field(default_factory=DetectorConfig)  # cheaper arms of notebook 03
     det_seeds: int = 3
     n_any_size: int = 300              # images with every class at every size (notebook 03)
@@ -139,19 +142,19 @@ def _smoke() -> Profile:
                          eval_every=2)
     kp = KeypointConfig(base_channels=8, n_train=64, n_val=32, steps=3, batch_size=16,
                         warmup_steps=1, eval_every=2)
-    return Profile(name="smoke", n_preview=24, detector=det, det_ablation=det, det_seeds=2,
+    return Profile(name="smoke", n_preview=24, detector=det, det_ablation=det, det_seeds=2, rf_aware_seeds=2,
                    n_any_size=16, keypoint=kp, kp_ablation=kp, kp_seeds=2, precision="fp32")
 
 
 def _cpu() -> Profile:
     det = DetectorConfig(width=1.0, n_train=6000, n_val=500, steps=600, batch_size=16, lr=2e-3,
                          warmup_steps=40, eval_every=100)
-    det_abl = DetectorConfig(width=0.5, n_train=4000, n_val=300, steps=250, batch_size=16, lr=3e-3,
+    det_abl = DetectorConfig(width=0.5, n_train=4000, n_val=300, steps=200, batch_size=16, lr=3e-3,
                              warmup_steps=25)
-    kp = KeypointConfig(n_train=8000, n_val=1000, steps=550, regression_steps=1200, batch_size=32, lr=4e-3,
+    kp = KeypointConfig(n_train=8000, n_val=1000, steps=500, regression_steps=2000, batch_size=32, lr=4e-3,
                         eval_every=100)
-    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=200, batch_size=32, lr=4e-3)
-    return Profile(name="cpu", detector=det, det_ablation=det_abl, keypoint=kp, kp_ablation=kp_abl)
+    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=150, batch_size=32, lr=4e-3)
+    return Profile(name="cpu", detector=det, det_ablation=det_abl, rf_aware_seeds=2, keypoint=kp, kp_ablation=kp_abl)
 
 
 def _paper() -> Profile:
@@ -210,8 +213,8 @@ def load_profile(name: str = DEFAULT_PROFILE, **overrides) -> Profile:
 
 def _check(p: Profile) -> None:
     for cfg, label in ((p.detector, "detector"), (p.det_ablation, "det_ablation")):
-        if cfg.head not in ("seed", "deep", "dilated"):
-            raise ValueError(f"{label}.head must be 'seed', 'deep' or 'dilated', got {cfg.head!r}")
+        if cfg.head not in DETECTOR_HEADS:
+            raise ValueError(f"{label}.head must be one of {DETECTOR_HEADS}, got {cfg.head!r}")
         if cfg.size_mode not in ("class", "any"):
             raise ValueError(f"{label}.size_mode must be 'class' or 'any', got {cfg.size_mode!r}")
         if len(cfg.anchors) != 3:

@@ -8,9 +8,14 @@ Network (``width=1.0`` is the seed's, about 4.66 M parameters)::
     Block4  Conv(256->512, s2)-BN-ReLU                             14x14   S3, stride 16
     head    3x3 Conv-BN-ReLU (same channels) -> 1x1 Conv to A*(5+C) = 24 channels
 
-``head="deep"`` gives the S2/S3 heads three 3x3 Conv-BN-ReLU layers, ``head="dilated"`` the same
-three layers with dilations 1, 2, 4 (theoretical receptive field 129 px at S2, 257 px at S3 instead
-of the seed's 33 and 65); S1 keeps the seed's head in both.
+Head variants for the receptive-field study (S1 keeps the seed's head in all of them; theoretical
+receptive field at S2 / S3):
+
+* ``"seed"``: one 3x3 Conv-BN-ReLU (33 / 65 px);
+* ``"deep1x1"``: the seed's 3x3 layer and two 1x1 Conv-BN-ReLU layers: deeper, same field (33 / 65 px);
+* ``"deep"``: three 3x3 Conv-BN-ReLU layers: deeper and a wider field (65 / 129 px);
+* ``"dilated"``: the same three layers with dilations 1, 2, 4: heads that see their whole objects
+  (129 / 257 px) -- the receptive-field-aware variant.
 
 Output channels are grouped per anchor: ``[tx, ty, tw, th, objectness, class_0..class_{C-1}]``.
 
@@ -36,16 +41,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .boxes import batched_nms, check_tensor
-from .config import SEED_ANCHORS
+from .config import DETECTOR_HEADS as HEADS, SEED_ANCHORS
+from .layers import conv_bn_relu as _conv_bn, init_weights
 
 STRIDES = (4, 8, 16)
 HEAD_NAMES = ("S1", "S2", "S3")
-
-
-def _conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class MultiScaleDetector(nn.Module):
@@ -55,7 +55,7 @@ class MultiScaleDetector(nn.Module):
         num_classes: C.
         num_anchors: A, anchors per cell on each head.
         width: channel multiplier (1.0 = the seed's network).
-        head: ``"seed"`` | ``"deep"`` | ``"dilated"``.
+        head: ``"seed"`` | ``"deep1x1"`` | ``"deep"`` | ``"dilated"`` (see the module docstring).
 
     Forward: images ``Tensor[B, 3, 224, 224]`` (float, [0, 1]) ->
     ``(P1 [B, A*(5+C), 56, 56], P2 [B, A*(5+C), 28, 28], P3 [B, A*(5+C), 14, 14])``.
@@ -63,8 +63,8 @@ class MultiScaleDetector(nn.Module):
 
     def __init__(self, num_classes: int = 3, num_anchors: int = 3, width: float = 1.0, head: str = "seed"):
         super().__init__()
-        if head not in ("seed", "deep", "dilated"):
-            raise ValueError(f"head must be 'seed', 'deep' or 'dilated', got {head!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if not (isinstance(num_classes, int) and num_classes >= 1 and isinstance(num_anchors, int) and num_anchors >= 1):
             raise ValueError(f"num_classes and num_anchors must be positive ints, got {num_classes}, {num_anchors}")
         if not width > 0:
@@ -80,6 +80,9 @@ class MultiScaleDetector(nn.Module):
         for level, ch in enumerate(c[2:]):
             if head == "seed" or level == 0:
                 layers = [_conv_bn(ch, ch)]
+            elif head == "deep1x1":
+                layers = [_conv_bn(ch, ch)] + [nn.Sequential(nn.Conv2d(ch, ch, 1, bias=False), nn.BatchNorm2d(ch),
+                                                             nn.ReLU(inplace=True)) for _ in range(2)]
             else:
                 dil = (1, 2, 4) if head == "dilated" else (1, 1, 1)
                 layers = [_conv_bn(ch, ch, dilation=d) for d in dil]
@@ -87,14 +90,7 @@ class MultiScaleDetector(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
         # start with a low objectness prior (about 0.01 per anchor) so early training is stable
         for h in self.heads:
             final = h[-1]

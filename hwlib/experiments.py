@@ -20,7 +20,8 @@ from . import keypoints as kp
 from .config import CLASS_NAMES, DetectorConfig, KeypointConfig
 from .data import make_detection_data, make_keypoint_data
 from .metrics import evaluate_detections, match_detections, pck
-from .train import fit, load_checkpoint, pick_device, resolve_precision, autocast
+from .report import to_jsonable
+from .train import autocast, fit, load_checkpoint, pick_device, resolve_precision
 
 VAL_SEED = 10_000_019        # validation images: the same for every run and arm
 TEST_SEED = 20_000_003       # held-out images for the any-size probe and failure analysis
@@ -139,7 +140,7 @@ def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | Non
     hist = fit(model, loss_fn, detection_batches(images, targets, cfg.batch_size, cfg.flip),
                steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
-               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name)
+               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress)
     return model, hist
 
 
@@ -212,18 +213,23 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
     hist = fit(model, kp.KeypointLoss(method, cfg), keypoint_batches(images, keypoints, cfg.batch_size),
                steps=steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
-               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name)
+               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress, ema=cfg.ema)
     return model, hist
 
 
 # ----------------------------------------------------------------------------- arms (ablations)
 def summarize(runs: list[dict]) -> dict:
-    """Mean and sample std over seeds of every numeric leaf: ``{k: mean, k + "_std": std}`` (nested dicts too)."""
+    """Mean and sample std over seeds of every numeric leaf: ``{k: mean, k + "_std": std}`` (nested dicts
+    too), and ``"seeds"``: how many runs."""
+    return {**_mean_std(runs), "seeds": len(runs)}
+
+
+def _mean_std(runs: list[dict]) -> dict:
     out = {}
     for k in runs[0]:
         vals = [r[k] for r in runs]
         if isinstance(vals[0], dict):
-            sub = summarize(vals)
+            sub = _mean_std(vals)
             out[k] = {kk: v for kk, v in sub.items() if not kk.endswith("_std")}
             out[k + "_std"] = {kk[:-4]: v for kk, v in sub.items() if kk.endswith("_std")}
         elif isinstance(vals[0], (int, float, np.floating, np.integer)) and not isinstance(vals[0], bool):
@@ -234,7 +240,6 @@ def summarize(runs: list[dict]) -> dict:
             a = np.asarray(vals, dtype=float)
             out[k] = a.mean(0).tolist()
             out[k + "_std"] = (a.std(0, ddof=1) if len(a) > 1 else np.zeros_like(a[0])).tolist()
-    out["seeds"] = len(runs)
     return out
 
 
@@ -255,10 +260,13 @@ def detector_run_metrics(preds, targets, cfg: DetectorConfig, boundaries=(39.0, 
 
 
 def run_detector_arms(base: DetectorConfig, arms: dict, seeds: int, run_dir=None, decode_arms: dict | None = None,
-                      progress: bool = True, device: str = "auto", precision: str = "auto"):
+                      pretrained: dict | None = None, progress: bool = True, device: str = "auto",
+                      precision: str = "auto"):
     """Train every arm (``name -> DetectorConfig overrides``) for ``seeds`` seeds on the same data and
     evaluate on the same validation images. ``decode_arms`` (``name -> (trained arm, decoding overrides)``)
-    re-decode an already trained arm's models (no retraining). Returns ``(summary, per_run)``."""
+    re-decode an already trained arm's models (no retraining). ``pretrained`` (``(arm, seed) -> checkpoint``)
+    reuses a model trained elsewhere with that arm's config and seed (its training seconds come from the
+    checkpoint's metrics if recorded). Returns ``(summary, per_run)``."""
     val_images, val_targets = None, None
     per_run, models = {}, {}
     for name, over in arms.items():
@@ -266,11 +274,20 @@ def run_detector_arms(base: DetectorConfig, arms: dict, seeds: int, run_dir=None
         val_images, val_targets = detection_data(cfg.n_val, VAL_SEED, cfg.size_mode)
         per_run[name] = []
         for s in range(seeds):
-            model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{name}_s{s}", device=device,
-                                         precision=precision, progress=progress, validate=False)
+            ckpt = (pretrained or {}).get((name, s))
+            if ckpt is not None:
+                model = build_detector(cfg)
+                payload = load_checkpoint(ckpt, model)
+                if payload["config"] != to_jsonable(dataclasses.asdict(cfg)):
+                    raise ValueError(f"checkpoint {ckpt} was trained with another config than arm {name!r}")
+                train_seconds = payload["extra"].get("train_seconds", float("nan"))
+            else:
+                model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{name}_s{s}", device=device,
+                                             precision=precision, progress=progress, validate=False)
+                train_seconds = hist.train_seconds
             preds = predict_detector(model, val_images, cfg, device=device, precision=precision)
             r = detector_run_metrics(preds, val_targets, cfg)
-            r["train_seconds"] = hist.train_seconds
+            r["train_seconds"] = train_seconds
             per_run[name].append(r)
             models[(name, s)] = (model, cfg)
     for name, (src, over) in (decode_arms or {}).items():

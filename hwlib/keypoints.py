@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .boxes import check_tensor
+from .layers import conv_bn_relu as _conv_bn, init_weights
 
 IMAGE_SIZE = 128
 METHODS = ("heatmap", "regression", "integral")
@@ -154,11 +155,6 @@ class RegressionCodec:
 
 
 # ----------------------------------------------------------------------------- models
-def _cbr(cin, cout, stride=1, dilation=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
 class Encoder(nn.Module):
     """128x128 grayscale -> features at 128, 64, 32, 16 and 8 pixels (channels c/2, c, 2c, 4c, 8c).
 
@@ -169,11 +165,11 @@ class Encoder(nn.Module):
     def __init__(self, c: int = 32):
         super().__init__()
         self.channels = (c // 2, c, 2 * c, 4 * c, 8 * c)
-        self.stem = _cbr(1, c // 2)                                   # 128
-        self.e1 = nn.Sequential(_cbr(c // 2, c, 2), _cbr(c, c))       # 64
-        self.e2 = nn.Sequential(_cbr(c, 2 * c, 2), _cbr(2 * c, 2 * c))  # 32
-        self.e3 = nn.Sequential(_cbr(2 * c, 4 * c, 2), _cbr(4 * c, 4 * c))  # 16
-        self.e4 = nn.Sequential(_cbr(4 * c, 8 * c, 2), _cbr(8 * c, 8 * c, dilation=2), _cbr(8 * c, 8 * c, dilation=2))  # 8
+        self.stem = _conv_bn(1, c // 2)                                   # 128
+        self.e1 = nn.Sequential(_conv_bn(c // 2, c, 2), _conv_bn(c, c))       # 64
+        self.e2 = nn.Sequential(_conv_bn(c, 2 * c, 2), _conv_bn(2 * c, 2 * c))  # 32
+        self.e3 = nn.Sequential(_conv_bn(2 * c, 4 * c, 2), _conv_bn(4 * c, 4 * c))  # 16
+        self.e4 = nn.Sequential(_conv_bn(4 * c, 8 * c, 2), _conv_bn(8 * c, 8 * c, dilation=2), _conv_bn(8 * c, 8 * c, dilation=2))  # 8
         self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8 * c, 8 * c, 1), nn.ReLU(inplace=True))
 
     def forward(self, x):
@@ -200,7 +196,7 @@ class _Decoder(nn.Module):
         for i in range(n_up):
             level = 3 - i                                   # skip source: 16, 32, 64, 128 px
             cout = channels[level]
-            self.ups.append(_cbr(cin + (cout if skip else 0), cout))
+            self.ups.append(_conv_bn(cin + (cout if skip else 0), cout))
             cin = cout
         self.out = nn.Conv2d(cin, num_out, 1)
 
@@ -212,17 +208,6 @@ class _Decoder(nn.Module):
                 x = torch.cat([x, feats[3 - i]], 1)
             x = up(x)
         return self.out(x)
-
-
-def _init(module):
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _check_input(x):
@@ -238,7 +223,7 @@ class HeatmapNet(nn.Module):
         self.num_keypoints, self.heatmap_size, self.skip = num_keypoints, heatmap_size, skip
         self.encoder = Encoder(base_channels)
         self.decoder = _Decoder(self.encoder.channels, heatmap_size, skip, num_keypoints)
-        _init(self)
+        init_weights(self)
 
     def forward(self, x):
         _check_input(x)
@@ -255,7 +240,7 @@ class RegressionNet(nn.Module):
         c = self.encoder.channels[4]
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, c), nn.ReLU(inplace=True),
                                   nn.Linear(c, 2 * num_keypoints))
-        _init(self)
+        init_weights(self)
 
     def forward(self, x):
         _check_input(x)

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 from .config import NOTEBOOKS_DIR, PROFILES, REPO_ROOT, REPORT_DIR, load_profile
-from .report import atomic_write_text
+from .report import atomic_write_text, refresh_macros
 
 HWLIB_DIR = Path(__file__).resolve().parent
 # modules no notebook imports: changing them does not change any stage's results
-NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py"}
+NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py", "run.py"}
 
 
 def notebooks() -> list[Path]:
@@ -40,8 +40,8 @@ def notebooks() -> list[Path]:
     return found
 
 
-def _digest(paths, extra: str = "") -> str:
-    h = hashlib.sha256(extra.encode())
+def _digest(paths) -> str:
+    h = hashlib.sha256()
     for p in paths:
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -174,22 +174,6 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
     write_results(P.generated_dir, "pipeline", record, prefix="Pipe", digits=0)
     print(f"notebooks done: {record['total_seconds']:.0f} s of notebook time over {len(stages)} stages")
     return record
-
-
-# each results file's macro prefix and decimals, as the notebooks write them
-MACRO_PREFIX = {"01_data_generation": ("Data", 2), "02_detector_training": ("Det", 3), "03_scale_specialization": ("Scale", 3),
-                "04_keypoint_training": ("Kp", 3), "05_ablations": ("Abl", 3), "06_failure_cases": ("Fail", 3),
-                "pipeline": ("Pipe", 0), "benchmark": ("Bench", 2)}
-
-
-def refresh_macros(generated_dir: Path) -> None:
-    """Rewrite every ``.tex`` macro twin from its ``.json``, so the PDF always shows what the JSON says."""
-    from .report import write_results
-
-    for name, (prefix, digits) in MACRO_PREFIX.items():
-        p = generated_dir / f"{name}.json"
-        if p.exists():
-            write_results(generated_dir, name, json.loads(p.read_text()), prefix=prefix, digits=digits)
 
 
 def build_pdf(profile: str) -> Path:

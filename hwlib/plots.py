@@ -383,8 +383,12 @@ def keypoint_overlays(images, gt, preds: dict, path=None, n=10, idx=None):
 def ablation_panels(groups: dict, path=None, metric_keys=("pck_dark_0.05", "pck_argmax_0.05"),
                     labels=("PCK@0.05 DARK", "PCK@0.05 argmax"), mse_key="val_mse"):
     """One panel per ablation group (resolution, sigma, skip): PCK with error bars, and heatmap MSE on a twin axis."""
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False)
-    for ax, (gname, arms) in zip(axes[0], groups.items()):
+    ncol = min(2, len(groups))
+    nrow = -(-len(groups) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.4 * nrow), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    for ax, (gname, arms) in zip(axes.flat, groups.items()):
         names = list(arms)
         x = np.arange(len(names))
         for j, (k, lab) in enumerate(zip(metric_keys, labels)):

@@ -16,6 +16,12 @@ from pathlib import Path
 _DIGITS = ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file + rename); clear error if not writable."""
     path = Path(path)
@@ -25,6 +31,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     except OSError as e:
         raise OSError(f"cannot write {path}: output folder {path.parent} is not writable ({e.strerror})") from e
     try:
+        os.chmod(tmp, 0o666 & ~_umask())      # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -73,6 +80,11 @@ def _fmt(value, digits: int) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
+        # as many decimals as a reader needs: 0.957, but 186.9 s and 3127 s rather than 186.927 and 3127.482
+        if abs(value) >= 1000:
+            digits = 0
+        elif abs(value) >= 10:
+            digits = min(digits, 1)
         return f"{value:.{digits}f}"
     return tex_escape(str(value))
 
@@ -118,7 +130,8 @@ def write_results(generated_dir, name: str, results: dict, prefix: str, digits: 
     data = to_jsonable(results)
     generated_dir = Path(generated_dir)
     atomic_write_text(generated_dir / f"{name}.json", json.dumps(data, indent=2, sort_keys=False) + "\n")
-    lines = [f"% generated from {name}.json by hwlib.report.write_results -- do not edit"]
+    lines = [f"% generated from {name}.json by hwlib.report.write_results -- do not edit",
+             f"% prefix={prefix} digits={digits}"]
     seen = set()
     for path, value in _flatten(data):
         macro = macro_name(prefix, path)
@@ -128,6 +141,28 @@ def write_results(generated_dir, name: str, results: dict, prefix: str, digits: 
         lines.append(f"\\newcommand{{\\{macro}}}{{{_fmt(value, digits)}}}")
     atomic_write_text(generated_dir / f"{name}.tex", "\n".join(lines) + "\n")
     return generated_dir / f"{name}.json"
+
+
+def macro_settings(tex_path) -> tuple[str, int] | None:
+    """``(prefix, digits)`` recorded in a macro twin written by :func:`write_results`, or ``None``."""
+    try:
+        head = Path(tex_path).read_text().splitlines()[:2]
+    except OSError:
+        return None
+    m = re.fullmatch(r"% prefix=([A-Za-z]+) digits=(\d+)", head[1]) if len(head) > 1 else None
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def refresh_macros(generated_dir) -> list[str]:
+    """Rewrite every macro twin ``<name>.tex`` from its ``<name>.json`` with the prefix and digits it was
+    written with, so the PDF always shows what the JSON says. Returns the names refreshed."""
+    done = []
+    for js in sorted(Path(generated_dir).glob("*.json")):
+        settings = macro_settings(js.with_suffix(".tex"))
+        if settings:
+            write_results(generated_dir, js.stem, json.loads(js.read_text()), prefix=settings[0], digits=settings[1])
+            done.append(js.stem)
+    return done
 
 
 def write_table(generated_dir, name: str, header, rows, align: str | None = None, caption_note: str = "") -> Path:

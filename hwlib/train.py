@@ -2,7 +2,8 @@
 
 AdamW, linear warm-up then cosine decay, bf16 autocast + channels_last on CPUs that support
 bf16 natively (AVX512-BF16 or AMX; fp32 elsewhere), tqdm progress with loss and images/s,
-periodic validation, a NaN/inf guard, and atomic checkpoints that carry their config.
+periodic validation, a NaN/inf guard, and atomic checkpoints that carry their config. The same loop
+runs under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on GPUs); see :func:`fit`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .report import atomic_write_bytes, atomic_write_text, to_jsonable
 
@@ -39,8 +40,11 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"``: CUDA when present (under torchrun, the GPU of this process's ``LOCAL_RANK``), else CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     return torch.device(device)
 
 
@@ -141,51 +145,127 @@ class History:
     images_per_second: float = 0.0
     train_seconds: float = 0.0
     precision: str = "fp32"
+    world_size: int = 1
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        """Inverse of :meth:`to_dict`; keys this version does not know are ignored (older logs load)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def first_reaching(self, key: str, goal: float) -> float | None:
+        """Training seconds at the first evaluation whose ``key`` is ``>= goal``; ``None`` if none did.
+        The answer is only as fine as the evaluation interval (an upper bound on the true time)."""
+        return next((e["seconds"] for e in self.evals if e.get(key, -math.inf) >= goal), None)
+
+
+class _WeightAverage:
+    """Exponential moving average of a model's weights and float buffers (BatchNorm statistics), as timm's
+    ModelEma; decay warmed up as ``min(decay, (1+t)/(10+t))``; integer buffers are copied."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay, self.model = decay, copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        mine, live = self.model.state_dict().values(), model.state_dict().values()
+        floats = [(a, b) for a, b in zip(mine, live) if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - d)
+        for a, b in zip(mine, live):
+            if not a.is_floating_point():
+                a.copy_(b)
+
+
+def distributed() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless launched by ``torchrun`` with
+    ``WORLD_SIZE > 1``; then the default process group is initialised on first call (gloo on CPU,
+    nccl when CUDA is present)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _any_rank(flag: bool, world: int, dev: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank (a collective; a no-op in a single process)."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([float(flag)], device=dev)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
 
 
 def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps: int, lr: float,
         weight_decay: float, warmup_steps: int, seed: int = 0, device: str = "auto", precision: str = "auto",
         evaluate: Callable | None = None, eval_every: int = 0, checkpoint: str | Path | None = None,
-        config=None, desc: str = "train", log_every: int = 1, progress: bool = True) -> History:
+        config=None, desc: str = "train", log_every: int = 1, progress: bool = True, ema: float = 0.0) -> History:
     """Train ``model`` for ``steps`` optimizer steps.
 
     Args:
         loss_fn: ``(outputs, targets) -> (loss, logs)``.
         get_batch: ``(step, rng) -> (inputs Tensor[B, ...], targets)``; ``rng`` is a numpy Generator
-            seeded from ``seed``, so the batch order is reproducible.
+            seeded from ``seed`` (and the rank), so the batch order is reproducible.
         evaluate: ``model -> dict of metrics``, called every ``eval_every`` steps and at the end
             (model in eval mode, under no_grad, same precision).
         checkpoint: where to save (atomically) after each evaluation and at the end.
+        ema: decay of an exponential moving average of the weights (0: off). With it, evaluations and
+            checkpoints use the averaged weights, and ``model`` holds them when training ends.
+
+    Under ``torchrun --nproc_per_node=N`` the model is wrapped in ``DistributedDataParallel``: every
+    rank draws its own batches (so the global batch is N x the per-process batch), gradients are
+    averaged, and only rank 0 evaluates, saves checkpoints and shows progress. A single process is
+    the ordinary loop, unchanged.
 
     Raises:
-        NonFiniteLossError: the loss became NaN or inf (the message gives the step).
+        NonFiniteLossError: the loss became NaN or inf on any rank (the message gives the step).
     """
     seed_everything(seed)
+    rank, world = distributed()
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
-    model.to(dev)
+    core = model.to(dev)
     channels_last = dev.type == "cpu" and prec == "bf16"
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        core.to(memory_format=torch.channels_last)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(core, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    rng = np.random.default_rng(seed)
-    hist = History(precision=prec)
+    rng = np.random.default_rng(seed if world == 1 else [seed, rank])
+    hist = History(precision=prec, world_size=world)
     train_time, n_images = 0.0, 0
+    lead = rank == 0
+    averaged = _WeightAverage(core, ema) if ema > 0 else None
 
     def run_eval(step):
-        model.eval()
+        target = averaged.model if averaged else core
+        target.eval()
         with torch.no_grad(), autocast(dev, prec):
-            metrics = evaluate(model)
-        model.train()
+            metrics = evaluate(target)
+        core.train()
         hist.evals.append({"step": step, "seconds": train_time, **metrics})
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model, config or {}, metrics, {"step": step})
+            save_checkpoint(checkpoint, target, config or {}, metrics, {"step": step, "train_seconds": train_time})
         return metrics
 
-    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=2.0, leave=True)
+    bar = tqdm(range(steps), desc=desc, disable=not (progress and lead), mininterval=2.0, leave=True)
     model.train()
     for step in bar:
         x, targets = get_batch(step, rng)
@@ -198,33 +278,46 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
         with autocast(dev, prec):
             out = model(x)
         loss, logs = loss_fn(out, targets)
-        if not torch.isfinite(loss.detach()):
+        if _any_rank(not bool(torch.isfinite(loss.detach())), world, dev):
             raise NonFiniteLossError(
-                f"{desc}: loss became {float(loss.detach())} at step {step}; stopping"
+                f"{desc}: loss became {float(loss.detach())} at step {step}"
+                + (f" (rank {rank} of {world})" if world > 1 else "") + "; stopping"
                 + (f" (last good checkpoint kept at {checkpoint})" if checkpoint and Path(checkpoint).exists() else ""))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        if averaged:
+            averaged.update(core, step)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         train_time += time.perf_counter() - t0
-        n_images += len(x)
+        n_images += len(x) * world
         if step % log_every == 0 or step == steps - 1:
             hist.steps.append(step)
             hist.loss.append(float(loss.detach()))
             hist.seconds.append(train_time)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{n_images / max(train_time, 1e-9):.1f}", refresh=False)
-        if evaluate is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+        if lead and evaluate is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
             m = run_eval(step + 1)
             bar.write(f"{desc} step {step + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
     bar.close()
+    if world > 1:
+        # DDP broadcasts buffers (BatchNorm running statistics) from rank 0 before each forward, so after
+        # the last step each rank holds statistics of its own batch: take rank 0's, as the next step would
+        import torch.distributed as dist
+
+        for b in core.buffers():
+            dist.broadcast(b, 0)
+    if averaged:
+        core.load_state_dict(averaged.model.state_dict())
+        averaged = None
     hist.train_seconds = train_time
     hist.images_per_second = n_images / max(train_time, 1e-9)
-    if evaluate is not None:
+    if lead and evaluate is not None:
         run_eval(steps)
-    elif checkpoint is not None:
-        save_checkpoint(checkpoint, model, config or {}, {}, {"step": steps})
+    elif lead and checkpoint is not None:
+        save_checkpoint(checkpoint, core, config or {}, {}, {"step": steps, "train_seconds": train_time})
     if channels_last:
-        model.to(memory_format=torch.contiguous_format)
+        core.to(memory_format=torch.contiguous_format)
     return hist

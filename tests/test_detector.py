@@ -30,6 +30,9 @@ def test_theoretical_receptive_fields():
     assert {k: v["rf"] for k, v in detector_rf(det.MultiScaleDetector(width=0.25)).items()} == {"S1": 17, "S2": 33, "S3": 65}
     assert {k: v["rf"] for k, v in detector_rf(det.MultiScaleDetector(width=0.25, head="dilated")).items()} == {"S1": 17, "S2": 129, "S3": 257}
     assert {k: v["rf"] for k, v in detector_rf(det.MultiScaleDetector(width=0.25, head="deep")).items()} == {"S1": 17, "S2": 65, "S3": 129}
+    deep1x1 = det.MultiScaleDetector(width=0.25, head="deep1x1")
+    assert {k: v["rf"] for k, v in detector_rf(deep1x1).items()} == {"S1": 17, "S2": 33, "S3": 65}
+    assert [sum(isinstance(m, torch.nn.Conv2d) for m in h.modules()) for h in deep1x1.heads] == [2, 4, 4]
     assert theoretical_rf([torch.nn.Conv2d(1, 1, 3), torch.nn.Conv2d(1, 1, 3, stride=2), torch.nn.Conv2d(1, 1, 3)]) == (9, 2)
 
 

@@ -61,11 +61,15 @@ def test_unwritable_target_gives_clear_error(tmp_path):
 
 def test_pdf_macros_follow_the_json(tmp_path):
     """Changing a number in a results JSON changes the macro the PDF prints (refreshed before latexmk)."""
-    from hwlib.pipeline import refresh_macros
+    from hwlib.report import refresh_macros
 
     write_results(tmp_path, "02_detector_training", {"profile": "smoke", "map_standard": 0.5}, prefix="Det")
     data = json.loads((tmp_path / "02_detector_training.json").read_text())
     data["map_standard"] = 0.75
     (tmp_path / "02_detector_training.json").write_text(json.dumps(data))
-    refresh_macros(tmp_path)
+    assert refresh_macros(tmp_path) == ["02_detector_training"]
     assert r"\newcommand{\DetMapStandard}{0.750}" in (tmp_path / "02_detector_training.tex").read_text()
+    write_results(tmp_path, "pipeline", {"profile": "smoke", "total_seconds": 12.3456}, prefix="Pipe", digits=1)
+    (tmp_path / "pipeline.json").write_text(json.dumps({"profile": "smoke", "total_seconds": 99.04}))
+    refresh_macros(tmp_path)   # prefix and digits come from the twin's header
+    assert r"\newcommand{\PipeTotalSeconds}{99.0}" in (tmp_path / "pipeline.tex").read_text()

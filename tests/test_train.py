@@ -111,3 +111,38 @@ def test_precision_resolution():
     assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_weight_average_is_the_ema_of_the_trajectory():
+    """With ``ema``, the returned model holds the exponential moving average of the weights after every step
+    (decay warmed up as min(d, (1+t)/(10+t))), recomputed by hand from the same run without averaging."""
+    def run(ema):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(3, 1)
+        init = {k: v.clone() for k, v in lin.state_dict().items()}
+        seen = []
+
+        def loss(out, y):
+            seen.append({k: v.detach().clone() for k, v in lin.state_dict().items()})
+            return ((out - y) ** 2).mean(), {}
+
+        def batches(step, rng):
+            x = torch.from_numpy(rng.standard_normal((8, 3)).astype("float32"))
+            return x, x.sum(1, keepdim=True)
+
+        fit(lin, loss, batches, steps=5, lr=0.1, weight_decay=0.0, warmup_steps=1, precision="fp32",
+            progress=False, ema=ema)
+        return init, seen, {k: v.clone() for k, v in lin.state_dict().items()}
+
+    init, seen, last = run(0.0)
+    after_step = seen[1:] + [last]                        # the weights after steps 0..4
+    expected = dict(init)
+    for t, w in enumerate(after_step):
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = {k: d * expected[k] + (1 - d) * w[k] for k in expected}
+    _, _, averaged = run(0.9)
+    assert all(torch.allclose(averaged[k], expected[k], atol=1e-6) for k in expected)
+    assert not torch.allclose(averaged["weight"], last["weight"])
+    with pytest.raises(ValueError, match="ema decay"):
+        fit(torch.nn.Linear(3, 1), lambda o, y: (o.sum(), {}), lambda s, r: (torch.zeros(2, 3), None), steps=1,
+            lr=0.1, weight_decay=0.0, warmup_steps=1, precision="fp32", progress=False, ema=1.5)

@@ -1,0 +1,24 @@
+"""Building blocks shared by the detector and the keypoint models."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """3x3 Conv (no bias, 'same' padding for any dilation) -> BatchNorm -> ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming-normal convolutions (fan-out, ReLU gain), zero biases; BatchNorm weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
