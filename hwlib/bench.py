@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import subprocess
 import sys
@@ -274,7 +275,7 @@ def run(quick: bool = False, profile: str = "cpu") -> dict:
     result["time_to_accuracy"] = time_to_accuracy(P)
     result["machine"] = machine_info()
     result["seconds"] = time.perf_counter() - t_start
-    write_results(P.generated_dir, "benchmark", result, prefix="Bench", digits=2)
+    write_results(P.generated_dir, "benchmark", result, prefix="Bench", digits=3)
     rows = [[name, f"{w['fp32_eager_img_s']:.1f}", tex_escape(w["best_setting"]), f"{w['best_img_s']:.1f}", f"{w['speedup']:.2f}",
              f"{w['share_of_bf16_peak'] * 100:.0f}\\%" if "share_of_bf16_peak" in w else ""]
             for name, w in result.items() if isinstance(w, dict) and "fp32_eager_img_s" in w]
@@ -289,8 +290,9 @@ def accuracy_check(quick: bool, seeds: int = 2) -> dict:
     """The default precision (bf16 autocast + channels_last where the CPU has native bf16) against plain
     fp32 on the same short schedule: the cheap ablation settings of the ``cpu`` profile (detector
     width 0.5, heatmap model with 16 base channels), ``seeds`` seeds each, evaluated on the profile's
-    validation images. ``within_noise``: the difference of the means is at most twice the pooled
-    seed-to-seed standard deviation. ``quick`` runs the same code on the ``smoke`` settings."""
+    validation images. ``within_noise``: the difference of the means is at most two standard errors
+    (pooled seed-to-seed std x sqrt(2 / seeds)); ``not_worse``: the default is at most two standard errors
+    below fp32. ``quick`` runs the same code on the ``smoke`` settings."""
     from .config import load_profile
     from .experiments import (VAL_SEED, detection_data, detection_metrics, keypoint_data, predict_detector,
                               predict_keypoints, train_detector, train_keypoint_model)
@@ -317,8 +319,10 @@ def accuracy_check(quick: bool, seeds: int = 2) -> dict:
         a, b = np.asarray(sc["fp32"]), np.asarray(sc["default"])
         pooled = float(np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)) if seeds > 1 else float("nan")
         diff = float(b.mean() - a.mean())
+        se = pooled * math.sqrt(2 / seeds)                # standard error of the difference of the means
         out[key] = {"fp32": float(a.mean()), "default": float(b.mean()), "fp32_runs": a.tolist(), "default_runs": b.tolist(),
-                    "difference": diff, "pooled_std": pooled, "within_noise": bool(abs(diff) <= 2 * pooled)}
+                    "difference": diff, "pooled_std": pooled, "within_noise": bool(abs(diff) <= 2 * se),
+                    "not_worse": bool(diff >= -2 * se)}
     return out
 
 

@@ -149,11 +149,11 @@ def _smoke() -> Profile:
 def _cpu() -> Profile:
     det = DetectorConfig(width=1.0, n_train=6000, n_val=500, steps=600, batch_size=16, lr=2e-3,
                          warmup_steps=40, eval_every=100)
-    det_abl = DetectorConfig(width=0.5, n_train=4000, n_val=300, steps=200, batch_size=16, lr=3e-3,
+    det_abl = DetectorConfig(width=0.5, n_train=3200, n_val=300, steps=160, batch_size=16, lr=3e-3,
                              warmup_steps=25)
     kp = KeypointConfig(n_train=8000, n_val=1000, steps=500, regression_steps=2000, batch_size=32, lr=4e-3,
                         eval_every=100)
-    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=150, batch_size=32, lr=4e-3)
+    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=120, batch_size=32, lr=4e-3)
     return Profile(name="cpu", detector=det, det_ablation=det_abl, rf_aware_seeds=2, keypoint=kp, kp_ablation=kp_abl)
 
 

@@ -276,10 +276,11 @@ def run_detector_arms(base: DetectorConfig, arms: dict, seeds: int, run_dir=None
         for s in range(seeds):
             ckpt = (pretrained or {}).get((name, s))
             if ckpt is not None:
-                model = build_detector(cfg)
-                payload = load_checkpoint(ckpt, model)
+                payload = load_checkpoint(ckpt)
                 if payload["config"] != to_jsonable(dataclasses.asdict(cfg)):
                     raise ValueError(f"checkpoint {ckpt} was trained with another config than arm {name!r}")
+                model = build_detector(cfg)
+                load_checkpoint(ckpt, model)
                 train_seconds = payload["extra"].get("train_seconds", float("nan"))
             else:
                 model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{name}_s{s}", device=device,

@@ -32,8 +32,13 @@ def results_table(gen_dir=None) -> str:
         rows.append(f"| detector mAP@0.5, standard protocol (conf ≥ 0.001), seed-exact network | — | "
                     f"{_f(det['map_standard'])} (AP {ap(det, 'standard')}) |")
         rf = det["rf_aware"]
-        rows.append(f"| detector mAP@0.5, standard protocol, receptive-field-aware heads | — | "
-                    f"{_f(rf['map_standard'])} (AP {ap(rf, 'standard')}) |")
+        rf_arm = (sc or {}).get("arms", {}).get("rf_aware")
+        if rf_arm and rf_arm.get("setting") == "headline":
+            rows.append(f"| detector mAP@0.5, standard protocol, receptive-field-aware heads (mean ± std, {rf_arm['seeds']} seeds) | — | "
+                        f"{_f(rf_arm['map_standard'])} ± {_f(rf_arm['map_standard_std'])} (AP {ap(rf_arm, 'standard')}) |")
+        else:
+            rows.append(f"| detector mAP@0.5, standard protocol, receptive-field-aware heads | — | "
+                        f"{_f(rf['map_standard'])} (AP {ap(rf, 'standard')}) |")
         rows.append(f"| detector training seconds (seed-exact / rf-aware) | — | {det['train_seconds']:.0f} / {rf['train_seconds']:.0f} |")
     if kp:
         p = kp["pck"]
@@ -44,8 +49,16 @@ def results_table(gen_dir=None) -> str:
                     f"{seed['keypoints']['regression']['0.2']:.2f} | {_f(p['regression']['0.05'])} / {_f(p['regression']['0.2'])} |")
         rows.append(f"| integral regression PCK@0.05 / @0.20 | — | {_f(p['integral']['0.05'])} / {_f(p['integral']['0.2'])} |")
     if sc:
-        rows.append(f"| the seed's proposed fixes | proposed, not run | {len(sc['arms'])} arms × {sc['ablation_setting']['seeds']} seeds |")
+        cheap = [a for a in sc["arms"].values() if a.get("setting", "cheap") == "cheap"]
+        rows.append(f"| the seed's proposals and the receptive-field controls | proposed, not run | {len(cheap)} arms × "
+                    f"{sc['ablation_setting']['seeds']} seeds (width {sc['ablation_setting']['width']}, "
+                    f"{sc['ablation_setting']['steps']} steps) |")
     if pipe:
+        st = pipe["stages"]
+        part = lambda *names: sum(st.get(n, 0.0) for n in names) / 60  # noqa: E731
+        rows.append(f"| notebook time: 02+03 (detector) / 04–06 (keypoints) | — | "
+                    f"{part('02_detector_training', '03_scale_specialization'):.1f} / "
+                    f"{part('04_keypoint_training', '05_ablations', '06_failure_cases'):.1f} min |")
         rows.append(f"| whole report, notebook time | — | {pipe['total_seconds'] / 60:.1f} min ({pipe['machine']['cpu']}, "
                     f"{pipe['machine']['threads']} threads) |")
     return "\n".join(rows)

@@ -25,3 +25,10 @@ def test_quick_benchmark_writes_valid_json():
     assert data["peak"]["bf16_matmul_gflops"] > 0 and data["peak"]["fp32_matmul_gflops"] > 0
     assert set(data["time_to_accuracy"]) == {"detector_map50_0.85_s", "rf_aware_map50_0.95_s", "heatmap_pck05_0.95_s"}
     assert "cpu" in data["machine"]
+    for w in ("detector_train", "heatmap_train"):                      # the profiler's breakdown of a step
+        groups = data["profile_breakdown"][w]["groups"]
+        assert abs(sum(groups.values()) - 1) < 1e-6 and groups["convolution"] > 0
+    acc = data["accuracy_check"]                                         # fp32 against the default precision
+    for key in ("detector_map50", "heatmap_pck05"):
+        assert len(acc[key]["fp32_runs"]) == len(acc[key]["default_runs"]) == acc["seeds"]
+        assert isinstance(acc[key]["within_noise"], bool)
