@@ -51,12 +51,16 @@ def atomic_write_text(path, text: str) -> Path:
 
 
 def save_figure(fig, path, **kwargs) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix)."""
+    """Save a matplotlib figure atomically (format from the suffix), without a creation date in PDFs, so the
+    same figure gives the same bytes on every run."""
     import io
 
     path = Path(path)
+    fmt = path.suffix.lstrip(".")
+    if fmt == "pdf":
+        kwargs.setdefault("metadata", {"CreationDate": None})
     buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip("."), bbox_inches="tight", **kwargs)
+    fig.savefig(buf, format=fmt, bbox_inches="tight", **kwargs)
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -73,3 +73,22 @@ def test_pdf_macros_follow_the_json(tmp_path):
     (tmp_path / "pipeline.json").write_text(json.dumps({"profile": "smoke", "total_seconds": 99.04}))
     refresh_macros(tmp_path)   # prefix and digits come from the twin's header
     assert r"\newcommand{\PipeTotalSeconds}{99.0}" in (tmp_path / "pipeline.tex").read_text()
+
+
+@pytest.mark.parametrize("suffix", ["pdf", "png"])
+def test_the_same_figure_saves_to_the_same_bytes(tmp_path, suffix):
+    import time
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hwlib.report import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, tmp_path / f"a.{suffix}")
+    time.sleep(1.1)                      # a creation date would now differ by a second
+    save_figure(fig, tmp_path / f"b.{suffix}")
+    plt.close(fig)
+    assert (tmp_path / f"a.{suffix}").read_bytes() == (tmp_path / f"b.{suffix}").read_bytes()
