@@ -81,8 +81,7 @@ class MultiScaleDetector(nn.Module):
             if head == "seed" or level == 0:
                 layers = [_conv_bn(ch, ch)]
             elif head == "deep1x1":
-                layers = [_conv_bn(ch, ch)] + [nn.Sequential(nn.Conv2d(ch, ch, 1, bias=False), nn.BatchNorm2d(ch),
-                                                             nn.ReLU(inplace=True)) for _ in range(2)]
+                layers = [_conv_bn(ch, ch)] + [_conv_bn(ch, ch, kernel=1) for _ in range(2)]
             else:
                 dil = (1, 2, 4) if head == "dilated" else (1, 1, 1)
                 layers = [_conv_bn(ch, ch, dilation=d) for d in dil]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    """3x3 Conv (no bias, 'same' padding for any dilation) -> BatchNorm -> ReLU."""
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> nn.Sequential:
+    """``kernel`` x ``kernel`` Conv (no bias, 'same' padding for any dilation) -> BatchNorm -> ReLU."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+        nn.Conv2d(cin, cout, kernel, stride, padding=dilation * (kernel - 1) // 2, dilation=dilation, bias=False),
         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
