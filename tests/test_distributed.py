@@ -1,6 +1,7 @@
 """The scale-out path: the unchanged training loop under torchrun (DistributedDataParallel, gloo on CPU)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ def _torchrun(model, out, nproc=2, extra=()):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "hwlib.run", model, "--profile", "smoke", "--steps", "4", "--out", str(out), *extra]
     res = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
-                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stdout[-3000:]
     return json.loads((out / f"{model}_s0.result.json").read_text())
 
