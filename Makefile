@@ -13,7 +13,7 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=429
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report report-smoke pdf test test-unit test-nb bench lab readme clean notebooks-outputs
+.PHONY: help setup report report-smoke pdf test test-unit test-slow test-nb bench lab readme clean notebooks-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-13s %s\n", $$1, $$2}'
@@ -45,10 +45,13 @@ report-smoke: setup ## the same at the smoke profile, into runs/smoke/ (what CI 
 pdf: setup ## rebuild only the PDF from the committed figures and numbers
 	$(PY) -m hwlib.pipeline --profile $(PROFILE) --pdf-only
 
-test: setup test-unit test-nb ## unit tests, then nbval on the notebooks at the smoke profile
+test: setup test-unit test-slow test-nb ## unit tests, the end-to-end tests, then nbval on the notebooks at smoke
 
-test-unit: ## unit tests of hwlib
-	$(PY) -m pytest tests -q
+test-unit: ## unit tests of hwlib (the fast ones: a few minutes on any 2-core CPU)
+	$(PY) -m pytest tests -q -m "not slow"
+
+test-slow: ## end-to-end tests: smoke pipeline runs, a killed run, the quick benchmark, two-process DDP
+	$(PY) -m pytest tests -q -m slow
 
 test-nb: ## nbval: execute the notebooks (smoke) and compare the outputs tagged NBVAL_CHECK_OUTPUT
 	$(PY) -m pytest -q --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/

@@ -6,14 +6,16 @@ import numpy as np
 import torch
 
 from .boxes import _iou
-from .config import CLASS_NAMES
+from .config import CLASS_NAMES, DetectorConfig
 from .metrics import match_detections
 
 BUCKETS = ("small", "medium", "large")
+SIZE_BUCKETS = DetectorConfig().size_buckets   # default boundaries (39, 91) px; see DetectorConfig
 
 
-def size_bucket(sizes, boundaries=(39.0, 91.0)) -> np.ndarray:
-    """0 small, 1 medium, 2 large for sizes sqrt(w*h) (pixels)."""
+def size_bucket(sizes, boundaries=SIZE_BUCKETS) -> np.ndarray:
+    """0 small, 1 medium, 2 large for sizes sqrt(w*h) (pixels); a size equal to a boundary goes to the
+    larger bucket."""
     return np.digitize(np.asarray(sizes, dtype=float), boundaries)
 
 
@@ -25,7 +27,7 @@ def _gt_sizes(targets):
     return out
 
 
-def head_bucket_table(preds, targets, boundaries=(39.0, 91.0), num_classes: int = 3):
+def head_bucket_table(preds, targets, boundaries=SIZE_BUCKETS, num_classes: int = 3):
     """True positives after NMS by producing head (rows S1, S2, S3) x GT size bucket (columns), and
     recall per bucket.
 
@@ -99,7 +101,7 @@ def confusion_any_size(preds, targets, iou_threshold=0.5, num_classes=3) -> np.n
     return m
 
 
-def ap_by_class_and_size(preds, targets, boundaries=(39.0, 91.0)) -> dict:
+def ap_by_class_and_size(preds, targets, boundaries=SIZE_BUCKETS) -> dict:
     """AP@0.5 of each class restricted to GT (and detections) of one size bucket: {class: {bucket: AP}}.
 
     Detections are assigned to the bucket of their own box size, so a class is scored on how well it

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = REPO_ROOT / "runs"
@@ -25,6 +24,19 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "report"
 
 CLASS_NAMES = ("circle", "square", "triangle")
+
+# Data seeds. Validation and test splits have fixed seeds shared by every run and arm: validation for training
+# curves, time to accuracy and every choice of schedule or setting; test for nothing but reported numbers.
+# The training images of a run with seed s are drawn from TRAIN_SEED_OFFSET[task] + s.
+SPLIT_SEEDS = {"val": 10_000_019, "test": 20_000_003}
+TRAIN_SEED_OFFSET = {"detector": 1000, "keypoint": 2000}
+
+
+def train_data_seed(task: str, seed: int) -> int:
+    """The generator seed of the training images of run ``seed`` (``task``: ``"detector"`` or ``"keypoint"``)."""
+    if task not in TRAIN_SEED_OFFSET:
+        raise ValueError(f"task must be one of {tuple(TRAIN_SEED_OFFSET)}, got {task!r}")
+    return TRAIN_SEED_OFFSET[task] + seed
 DETECTOR_HEADS = ("seed", "deep1x1", "deep", "dilated")   # S2/S3 head variants, see hwlib.detector
 KEYPOINT_NAMES = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
 SEED_ANCHORS = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
@@ -53,6 +65,7 @@ class DetectorConfig:
     lr: float = 2e-3                   # AdamW peak learning rate
     weight_decay: float = 5e-4
     warmup_steps: int = 50
+    grad_clip: float = 10.0            # gradient-norm clip of every step
     anchor_t: float = 4.0              # a GT matches an anchor when max side ratio < anchor_t
     neighbour_cells: bool = True       # also assign the two nearest neighbouring cells (YOLOv5)
     obj_balance: tuple = (4.0, 1.0, 0.4)  # objectness loss weight per head (S1, S2, S3)
@@ -66,6 +79,12 @@ class DetectorConfig:
     conf_standard: float = 0.001       # VOC/COCO/YOLO validation pre-filter
     max_det: int = 100                 # detections kept per image after NMS
     s3_conf: float | None = None       # optional higher confidence threshold for S3 boxes only
+    box_gain: float = 0.05             # weight of the 1 - CIoU box loss in the total loss
+    obj_gain: float = 1.0              # weight of the objectness loss (after the per-head obj_balance)
+    cls_gain: float = 0.5              # weight of the classification loss
+    # size sqrt(w*h) boundaries small | medium | large: geometric midpoints between neighbouring heads'
+    # middle anchors, sqrt(24*64) ~ 39 and sqrt(64*128) ~ 91 px (analysis tables only, not training)
+    size_buckets: tuple = (39.0, 91.0)
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,7 @@ class KeypointConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
+    grad_clip: float = 10.0            # gradient-norm clip of every step
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: off)
     eval_every: int = 0
     hard_fraction: float = 0.2         # share of hard poses (hands together / hands on torso)
@@ -132,9 +152,6 @@ class Profile:
     @property
     def generated_dir(self) -> Path:
         return REPORT_DIR / "generated" if self.committed else self.run_dir / "generated"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _smoke() -> Profile:

@@ -29,7 +29,8 @@ head whose side ratio ``max(w/a, a/w, h/a, a/h) < anchor_t`` (4.0), in the cell 
 and, with ``neighbour_cells``, the two neighbouring cells nearest to that centre. This gives each
 object several positives on the heads whose anchors suit it, instead of the single best anchor of
 YOLOv3. Loss: ``1 - CIoU`` on positives, BCE objectness against the detached IoU (per-head weights
-``obj_balance``), cross-entropy class loss on positives (optionally focal, class-weighted).
+``obj_balance``), cross-entropy class loss on positives (optionally focal, class-weighted); the three
+are summed with the config's ``box_gain``, ``obj_gain``, ``cls_gain`` (0.05, 1.0, 0.5).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from .config import DETECTOR_HEADS as HEADS, SEED_ANCHORS
 from .layers import conv_bn_relu as _conv_bn, init_weights
 
 STRIDES = (4, 8, 16)
-HEAD_NAMES = ("S1", "S2", "S3")
 
 
 class MultiScaleDetector(nn.Module):
@@ -231,7 +231,7 @@ class DetectionLoss:
                 p_t = prob * obj_target + (1 - prob) * (1 - obj_target)
                 bce = bce * (1 - p_t) ** cfg.focal_gamma
             l_obj = l_obj + cfg.obj_balance[level] * bce.mean()
-        loss = 0.05 * l_box + 1.0 * l_obj + 0.5 * l_cls
+        loss = cfg.box_gain * l_box + cfg.obj_gain * l_obj + cfg.cls_gain * l_cls
         return loss, {"box": float(l_box.detach()), "obj": float(l_obj.detach()), "cls": float(l_cls.detach()), "pos": n_pos}
 
 

@@ -17,14 +17,14 @@ import torch
 
 from . import detector as det
 from . import keypoints as kp
-from .config import CLASS_NAMES, DetectorConfig, KeypointConfig
+from .config import CLASS_NAMES, SPLIT_SEEDS, DetectorConfig, KeypointConfig, train_data_seed
 from .data import make_detection_data, make_keypoint_data
 from .metrics import evaluate_detections, match_detections, pck
 from .report import to_jsonable
 from .train import autocast, fit, load_checkpoint, pick_device, resolve_precision
 
-VAL_SEED = 10_000_019        # validation images: the same for every run and arm
-TEST_SEED = 20_000_003       # held-out images for the any-size probe and failure analysis
+VAL_SEED = SPLIT_SEEDS["val"]     # validation images: the same for every run and arm
+TEST_SEED = SPLIT_SEEDS["test"]   # the held-out test split: reported numbers only (never a choice)
 
 
 @functools.lru_cache(maxsize=8)
@@ -41,6 +41,26 @@ def keypoint_data(n: int, seed: int, hard_fraction: float = 0.2):
 # ----------------------------------------------------------------------------- detector
 def build_detector(cfg: DetectorConfig) -> det.MultiScaleDetector:
     return det.MultiScaleDetector(num_classes=3, num_anchors=len(cfg.anchors[0]), width=cfg.width, head=cfg.head)
+
+
+def load_detector(path) -> tuple[det.MultiScaleDetector, DetectorConfig]:
+    """A detector rebuilt from a checkpoint's stored config, with its weights (``weights_only`` load).
+
+    The checkpoint's ``"config"`` (JSON lists) becomes a :class:`~hwlib.config.DetectorConfig` (tuples:
+    ``anchors`` a tuple of three tuples; keys absent from an older checkpoint take the defaults);
+    weights stored in bf16 (the ``models/`` zoo) are cast to the float32 model.
+
+    Returns:
+        ``(model, cfg)``: :class:`~hwlib.detector.MultiScaleDetector` in eval mode on the CPU, float32.
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt file; not an hwlib checkpoint; a keypoint model;
+        unknown config keys; weights of another architecture. The message names the file.
+    """
+    from .evaluate import load_model
+
+    model, cfg, _, _, _ = load_model(path, task="detector")
+    return model, cfg
 
 
 def _flip_targets(t, width=224):
@@ -126,7 +146,7 @@ def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | Non
     """Train one detector; returns ``(model, history)``. With ``validate``, validation mAP (standard
     protocol) every ``cfg.eval_every`` steps and at the end; checkpoint ``<run_dir>/<name>.pt`` with its
     config beside it."""
-    images, targets = detection_data(cfg.n_train, 1000 + seed, cfg.size_mode)
+    images, targets = detection_data(cfg.n_train, train_data_seed("detector", seed), cfg.size_mode)
     val_images, val_targets = detection_data(cfg.n_val, VAL_SEED, cfg.size_mode)
     torch.manual_seed(seed)
     model = build_detector(cfg)
@@ -140,11 +160,32 @@ def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | Non
     hist = fit(model, loss_fn, detection_batches(images, targets, cfg.batch_size, cfg.flip),
                steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
-               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress)
+               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress,
+               grad_clip=cfg.grad_clip)
     return model, hist
 
 
 # ----------------------------------------------------------------------------- keypoints
+def load_keypoint_model(path) -> tuple[torch.nn.Module, str, KeypointConfig]:
+    """A keypoint model rebuilt from a checkpoint's stored config and model class, with its weights.
+
+    The method comes from the stored class (``HeatmapNet`` -> ``"heatmap"``, ``RegressionNet`` ->
+    ``"regression"``, ``IntegralNet`` -> ``"integral"``); bf16 weights are cast to the float32 model.
+
+    Returns:
+        ``(model, method, cfg)``: the model in eval mode on the CPU (``[B, 1, 128, 128]`` -> heatmaps
+        ``[B, 5, H, H]`` or normalized ``[B, 5, 2]``), its method and :class:`~hwlib.config.KeypointConfig`.
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt file; not an hwlib checkpoint; a detector;
+        unknown config keys; weights of another architecture. The message names the file.
+    """
+    from .evaluate import load_model
+
+    model, cfg, _, method, _ = load_model(path, task="keypoint")
+    return model, method, cfg
+
+
 def keypoint_batches(images, keypoints, batch_size: int):
     """``get_batch`` for :func:`hwlib.train.fit`: shuffled epochs of (images, keypoints px)."""
     n = len(images)
@@ -190,7 +231,7 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
     with ``validate``, validation PCK (bbox norm) every ``cfg.eval_every`` steps and at the end.
     Returns ``(model, history)``."""
     name = name or f"{method}_s{seed}"
-    images, keypoints, _ = keypoint_data(cfg.n_train, 2000 + seed, cfg.hard_fraction)
+    images, keypoints, _ = keypoint_data(cfg.n_train, train_data_seed("keypoint", seed), cfg.hard_fraction)
     val_images, val_kps, _ = keypoint_data(cfg.n_val, VAL_SEED, cfg.hard_fraction)
     torch.manual_seed(seed)
     model = kp.build_keypoint_model(method, cfg)
@@ -213,7 +254,8 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
     hist = fit(model, kp.KeypointLoss(method, cfg), keypoint_batches(images, keypoints, cfg.batch_size),
                steps=steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
-               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress, ema=cfg.ema)
+               eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress, ema=cfg.ema,
+               grad_clip=cfg.grad_clip)
     return model, hist
 
 
@@ -243,15 +285,15 @@ def _mean_std(runs: list[dict]) -> dict:
     return out
 
 
-def detector_run_metrics(preds, targets, cfg: DetectorConfig, boundaries=(39.0, 91.0)) -> dict:
+def detector_run_metrics(preds, targets, cfg: DetectorConfig) -> dict:
     """Per-class AP and mAP under both protocols, nested as in the report JSON, plus the head x bucket
     TP table (seed protocol) and per-bucket recall (standard protocol)."""
     from .analysis import head_bucket_table
 
     m = detection_metrics(preds, targets, cfg)
     seed_preds = filter_confidence(preds, cfg.conf_seed)
-    tb_seed = head_bucket_table(seed_preds, targets, boundaries)
-    tb_std = head_bucket_table(preds, targets, boundaries)
+    tb_seed = head_bucket_table(seed_preds, targets, cfg.size_buckets)
+    tb_std = head_bucket_table(preds, targets, cfg.size_buckets)
     return {"map_standard": m["map_standard"], "map_seed": m["map_seed"],
             "ap_standard": {n: m[f"ap_standard_{n}"] for n in CLASS_NAMES},
             "ap_seed": {n: m[f"ap_seed_{n}"] for n in CLASS_NAMES},

@@ -65,29 +65,85 @@ def encode_heatmaps(keypoints: torch.Tensor, image_size: int = 128, heatmap_size
 
 
 def _gaussian_blur(h: torch.Tensor, kernel: int = 11) -> torch.Tensor:
-    """DARK's distribution modulation: Gaussian smoothing (sigma from the kernel size, as OpenCV)."""
-    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+    """DARK's distribution modulation: separable Gaussian smoothing with zero padding, rescaled so that
+    every map keeps its original maximum.
+
+    Args:
+        h: ``Tensor[N, K, H, W]`` non-negative heatmaps.
+        kernel: odd number of taps; the Gaussian's sigma follows the kernel size as in OpenCV,
+            ``0.3 * ((kernel - 1) / 2 - 1) + 0.8`` (11 taps: sigma 2.0; 3 taps: 0.8; 1 tap: identity).
+
+    Returns:
+        ``Tensor[N, K, H, W]``, the smoothed maps; cells outside the map count as 0, so a cell's value
+        is only unbiased where the kernel's footprint lies inside the map. An all-zero map stays zero.
+    """
     r = kernel // 2
+    if r == 0:
+        return h
+    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
     x = torch.arange(-r, r + 1, dtype=h.dtype, device=h.device)
     k = torch.exp(-x ** 2 / (2 * sigma ** 2))
     k = k / k.sum()
     n, c, hh, ww = h.shape
     flat = h.reshape(n * c, 1, hh, ww)
-    flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-    return flat.view(n, c, hh, ww)
+    flat = F.conv2d(flat, k.view(1, 1, 1, -1), padding=(0, r))
+    flat = F.conv2d(flat, k.view(1, 1, -1, 1), padding=(r, 0))
+    out = flat.view(n, c, hh, ww)
+    peak_in, peak_out = h.amax((-2, -1), keepdim=True), out.amax((-2, -1), keepdim=True)
+    return out * (peak_in / peak_out.clamp(min=torch.finfo(out.dtype).tiny))
+
+
+def _taylor_offset(logmap: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor):
+    """One Newton step of a second-order Taylor expansion of ``logmap`` around integer cells.
+
+    Args:
+        logmap: ``Tensor[M, H, W]`` log-heatmaps.
+        cx, cy: ``Tensor[M]`` int64 column and row of the expansion point; the 3x3 stencil around it
+            must lie inside the map (indices are clamped, so elsewhere the result is meaningless).
+
+    Returns:
+        ``(ox, oy, ok)``: ``Tensor[M]`` float offsets in heatmap cells, ``-H^{-1} g`` with central
+        differences (step 1), and ``Tensor[M]`` bool, True where the Hessian is negative definite
+        (a maximum), the only cells where the step is meaningful.
+    """
+    m, h, w = logmap.shape
+    flat = logmap.reshape(m, h * w)
+
+    def at(dx, dy):
+        i = (cy + dy).clamp(0, h - 1) * w + (cx + dx).clamp(0, w - 1)
+        return flat.gather(1, i[:, None])[:, 0]
+
+    c = at(0, 0)
+    gx, gy = 0.5 * (at(1, 0) - at(-1, 0)), 0.5 * (at(0, 1) - at(0, -1))
+    dxx, dyy = at(1, 0) - 2 * c + at(-1, 0), at(0, 1) - 2 * c + at(0, -1)
+    dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    det = dxx * dyy - dxy ** 2
+    ok = (dxx < 0) & (det > 1e-12) & torch.isfinite(det)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    ox = torch.where(ok, -(dyy * gx - dxy * gy) / safe, torch.zeros_like(det))
+    oy = torch.where(ok, -(dxx * gy - dxy * gx) / safe, torch.zeros_like(det))
+    return ox, oy, ok
 
 
 def decode_heatmaps(heatmaps: torch.Tensor, image_size: int = 128, method: str = "argmax",
                     blur_kernel: int = 11) -> torch.Tensor:
-    """Keypoints from heatmaps, in image pixels.
+    """Keypoints from non-negative heatmaps, in image pixels.
+
+    This decodes maps that are (proportional to) probabilities or Gaussian heatmaps, never raw network
+    logits: a cross-entropy model's output must go through a spatial softmax first, which
+    :class:`HeatmapCodec` (built by :func:`codec_for`) does. DARK is invariant to the scale of each map.
 
     Args:
-        heatmaps: ``Tensor[N, K, H, W]``.
-        image_size: S; cell ``j`` maps to image coordinate ``(j + 0.5) * S / W``.
+        heatmaps: ``Tensor[N, K, H, W]``, non-negative for ``method="dark"`` (ValueError otherwise).
+        image_size: S; cell ``j`` maps to image coordinate ``(j + 0.5) * S / W`` (``S / H`` for rows).
         method: ``"argmax"`` (the peak cell's centre) or ``"dark"`` (distribution-aware sub-pixel
-            refinement: blur, log, then one Newton step ``-H^{-1} g`` of a second-order Taylor
-            expansion around the peak, with finite-difference gradient and Hessian).
+            refinement: normalize each map to peak 1, blur (:func:`_gaussian_blur`, zero padding), take
+            the log, then one Newton step ``-H^{-1} g`` of a second-order Taylor expansion around the
+            argmax cell with central finite differences, the offset clamped to one cell).
+            Near the border the blur shrinks to the largest odd kernel whose footprint, together with
+            the 3x3 stencil, stays inside the map (no blur one cell from the border), so zero padding
+            never biases the step; on the outermost ring of cells the argmax cell centre is kept.
+        blur_kernel: odd number of taps of the blur away from the border (11 as in DARK; 1: no blur).
 
     Returns:
         ``Tensor[N, K, 2]`` (x, y) in image pixels.
@@ -96,47 +152,76 @@ def decode_heatmaps(heatmaps: torch.Tensor, image_size: int = 128, method: str =
     if method not in ("argmax", "dark"):
         raise ValueError(f"method must be 'argmax' or 'dark', got {method!r}")
     _check_size("image_size", image_size)
+    _check_size("blur_kernel", blur_kernel)
+    if blur_kernel % 2 == 0:
+        raise ValueError(f"blur_kernel must be odd, got {blur_kernel}")
     hm = heatmaps.float()
     n, k, h, w = hm.shape
     if n * k == 0 or h * w == 0:
-        return torch.zeros(n, k, 2)
+        return torch.zeros(n, k, 2, device=hm.device)
+    if method == "dark" and (hm < 0).any():
+        raise ValueError("heatmaps must be non-negative for method='dark' (probabilities or Gaussian heatmaps); "
+                         "decode network outputs with codec_for(...).decode, which applies the spatial softmax "
+                         "to cross-entropy logits")
     idx = hm.reshape(n, k, -1).argmax(-1)
-    px, py = (idx % w).float(), (idx // w).float()
+    cx, cy = idx % w, idx // w
+    px, py = cx.float(), cy.float()
     if method == "dark":
-        lg = torch.log(_gaussian_blur(hm.clamp(min=1e-10), blur_kernel).clamp(min=1e-10))
-        pad = F.pad(lg.reshape(n * k, 1, h, w), (2, 2, 2, 2), mode="replicate").reshape(n, k, h + 4, w + 4)
-        xi, yi = idx % w + 2, idx // w + 2
-
-        def at(dy, dx):
-            return pad.reshape(n, k, -1).gather(-1, ((yi + dy) * (w + 4) + xi + dx)[..., None])[..., 0]
-
-        c = at(0, 0)
-        dx = 0.5 * (at(0, 1) - at(0, -1))
-        dy = 0.5 * (at(1, 0) - at(-1, 0))
-        dxx = at(0, 2) - 2 * c + at(0, -2)
-        dyy = at(2, 0) - 2 * c + at(-2, 0)
-        dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
-        # second differences at step 2 estimate 4 * d2; rescale
-        dxx, dyy = dxx / 4, dyy / 4
-        det = dxx * dyy - dxy ** 2
-        ok = (det > 1e-12) & (dxx < 0)
-        ox = torch.where(ok, -(dyy * dx - dxy * dy) / det.where(ok, torch.ones_like(det)), torch.zeros_like(det))
-        oy = torch.where(ok, -(dxx * dy - dxy * dx) / det.where(ok, torch.ones_like(det)), torch.zeros_like(det))
-        px, py = px + ox.clamp(-1, 1), py + oy.clamp(-1, 1)
+        tiny = torch.finfo(hm.dtype).tiny
+        p = hm / hm.amax((-2, -1), keepdim=True).clamp(min=tiny)         # peak 1: scale invariance
+        margin = torch.minimum(torch.minimum(cx, w - 1 - cx), torch.minimum(cy, h - 1 - cy))
+        radius = (margin - 1).clamp(0, blur_kernel // 2)                    # blur footprint + stencil inside
+        ox, oy = torch.zeros_like(px), torch.zeros_like(py)
+        for r in radius[margin >= 1].unique().tolist():                     # at most blur_kernel // 2 + 1 groups
+            sel = (radius == r) & (margin >= 1)
+            logmap = torch.log(_gaussian_blur(p[sel][:, None], 2 * r + 1)[:, 0].clamp(min=tiny))
+            dx, dy, ok = _taylor_offset(logmap, cx[sel], cy[sel])
+            ox[sel] = torch.where(ok, dx, torch.zeros_like(dx)).clamp(-1, 1)
+            oy[sel] = torch.where(ok, dy, torch.zeros_like(dy)).clamp(-1, 1)
+        px, py = px + ox, py + oy
     return torch.stack([(px + 0.5) * image_size / w, (py + 0.5) * image_size / h], -1)
 
 
-class HeatmapCodec:
-    """encode: keypoints [N, K, 2] px -> heatmaps [N, K, H, H]; decode: heatmaps -> keypoints px."""
+HEATMAP_LOSSES = ("ce", "mse")
 
-    def __init__(self, heatmap_size: int = 64, sigma: float = 2.0, image_size: int = IMAGE_SIZE, method: str = "dark"):
+
+class HeatmapCodec:
+    """Heatmap codec for a model trained with ``loss``.
+
+    - ``encode``: keypoints ``Tensor[N, K, 2]`` (x, y) image px -> Gaussian targets ``Tensor[N, K, H, H]``
+      (peak 1, :func:`encode_heatmaps`).
+    - ``decode``: the network's output ``Tensor[N, K, H, H]`` -> keypoints ``Tensor[N, K, 2]`` (x, y) image
+      px. The output is first turned into non-negative maps (:meth:`probabilities`): for ``loss="ce"``
+      (spatial-softmax cross-entropy) the output is a logit map, defined only up to an added constant
+      per keypoint, so it goes through a spatial softmax; for ``loss="mse"`` it is already a Gaussian-like
+      heatmap and its (slightly) negative values are clamped to 0.
+    """
+
+    def __init__(self, heatmap_size: int = 64, sigma: float = 2.0, image_size: int = IMAGE_SIZE,
+                 method: str = "dark", loss: str = "ce"):
+        if method not in ("argmax", "dark"):
+            raise ValueError(f"method must be 'argmax' or 'dark', got {method!r}")
+        if loss not in HEATMAP_LOSSES:
+            raise ValueError(f"loss must be one of {HEATMAP_LOSSES}, got {loss!r}")
         self.heatmap_size, self.sigma, self.image_size, self.method = heatmap_size, sigma, image_size, method
+        self.loss = loss
 
     def encode(self, keypoints):
         return encode_heatmaps(keypoints, self.image_size, self.heatmap_size, self.sigma)
 
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Network outputs ``Tensor[N, K, H, W]`` -> non-negative maps ``Tensor[N, K, H, W]`` for
+        :func:`decode_heatmaps`: per-keypoint softmax over the ``H * W`` cells (``"ce"``, each map sums
+        to 1) or the outputs clamped at 0 (``"mse"``; DARK floors them at a tiny fraction of the peak)."""
+        check_tensor(outputs, "heatmaps", ndim=4, floating=True)
+        out = outputs.float()
+        if self.loss == "ce":
+            n, k, h, w = out.shape
+            return out.reshape(n, k, h * w).softmax(-1).view(n, k, h, w)
+        return out.clamp(min=0)
+
     def decode(self, heatmaps, method: str | None = None):
-        return decode_heatmaps(heatmaps, self.image_size, method or self.method)
+        return decode_heatmaps(self.probabilities(heatmaps), self.image_size, method or self.method)
 
 
 class RegressionCodec:
@@ -276,7 +361,14 @@ def build_keypoint_model(method: str, cfg) -> nn.Module:
 
 
 def codec_for(method: str, cfg):
-    return HeatmapCodec(cfg.heatmap_size, cfg.sigma) if method == "heatmap" else RegressionCodec()
+    """The codec of a ``method`` in ``("heatmap", "regression", "integral")`` model trained with ``cfg``
+    (:class:`hwlib.config.KeypointConfig`): a :class:`HeatmapCodec` that knows ``cfg.heatmap_loss``, or a
+    :class:`RegressionCodec` (integral models output normalized coordinates too)."""
+    if method == "heatmap":
+        return HeatmapCodec(cfg.heatmap_size, cfg.sigma, loss=getattr(cfg, "heatmap_loss", "mse"))
+    if method in ("regression", "integral"):
+        return RegressionCodec()
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
 def heatmaps_as_targets(out: torch.Tensor, cfg) -> torch.Tensor:
@@ -291,7 +383,19 @@ def heatmaps_as_targets(out: torch.Tensor, cfg) -> torch.Tensor:
 
 
 class KeypointLoss:
-    """Heatmap: MSE against Gaussian targets; regression and integral: L1 on normalized coordinates."""
+    """Training loss ``(out, keypoints) -> (scalar loss, {})`` for ``method`` with ``cfg``.
+
+    - heatmap, ``cfg.heatmap_loss == "ce"`` (the default): spatial-softmax cross-entropy. ``out``
+      ``Tensor[B, K, H, W]`` are logits; the Gaussian target (:func:`encode_heatmaps`) is normalized to
+      sum 1 per keypoint and the loss is ``-sum(target * log_softmax(out over H * W))``, averaged over
+      ``B * K``. The logits are defined up to an added constant, so decode them through
+      :func:`codec_for` (which applies the softmax), not with :func:`decode_heatmaps` directly.
+    - heatmap, ``"mse"`` (the seed's loss): mean squared error between ``out`` and the peak-1 Gaussian.
+    - regression and integral: L1 between ``out`` ``Tensor[B, K, 2]`` and the keypoints normalized to
+      [0, 1] (``keypoints / S``).
+
+    ``keypoints``: ``Tensor[B, K, 2]`` (x, y) in image pixels.
+    """
 
     def __init__(self, method: str, cfg):
         self.method, self.codec = method, codec_for(method, cfg)

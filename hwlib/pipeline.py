@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -30,7 +31,7 @@ from .report import atomic_write_text, refresh_macros
 
 HWLIB_DIR = Path(__file__).resolve().parent
 # modules no notebook imports: changing them does not change any stage's results
-NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py", "run.py"}
+NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py", "run.py", "zoo.py"}
 
 
 def notebooks() -> list[Path]:
@@ -93,15 +94,123 @@ def machine_info() -> dict:
             "cuda": torch.cuda.is_available(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
+# which training workload dominates each stage's time (None: data generation and plotting, not scaled)
+STAGE_WORKLOAD = {"01": None, "02": "detector", "03": "detector", "04": "keypoint", "05": "keypoint", "06": "keypoint"}
+
+
+def probe_speed(profile: str, seconds: float = 5.0) -> dict:
+    """This CPU's training speed at the profile's settings: images/s of a few detector and heatmap-model training
+    steps (the profile's width, batch size and precision), each timed for about ``seconds`` after one warm-up step.
+    About 10-20 s on any of our CPUs. Returns ``{"detector_img_s", "keypoint_img_s", "precision", "seconds"}``."""
+    import torch
+
+    from .data import make_detection_data, make_keypoint_data
+    from .detector import DetectionLoss, MultiScaleDetector, images_to_input
+    from .keypoints import KeypointLoss, build_keypoint_model
+    from .train import autocast, pick_device, resolve_precision
+
+    P = load_profile(profile)
+    dev = pick_device(P.device)
+    prec = resolve_precision(P.precision, dev)
+    t_start = time.perf_counter()
+    torch.manual_seed(0)
+
+    def rate(model, loss_fn, x, y) -> float:
+        model.train().to(dev)
+        if prec == "bf16" and dev.type == "cpu":           # as hwlib.train.fit does
+            model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            with autocast(dev, prec):
+                out = model(x)
+            loss, _ = loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        t0 = time.perf_counter()
+        step()                                              # warm-up: allocations, kernel selection
+        n = max(2, min(30, math.ceil(seconds / max(time.perf_counter() - t0, 1e-3))))
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        return len(x) * n / (time.perf_counter() - t0)
+
+    d, k = P.detector, P.keypoint
+    images, targets = make_detection_data(d.batch_size, seed=0)
+    det_rate = rate(MultiScaleDetector(width=d.width, head=d.head), DetectionLoss(d), images_to_input(images), targets)
+    kp_images, kps = make_keypoint_data(k.batch_size, seed=0)
+    kp_rate = rate(build_keypoint_model("heatmap", k), KeypointLoss("heatmap", k), kp_images, kps)
+    return {"detector_img_s": det_rate, "keypoint_img_s": kp_rate, "precision": prec,
+            "seconds": time.perf_counter() - t_start}
+
+
+def stage_machine(profile: str, probe: dict | None) -> dict:
+    """What ran a stage: CPU model and kind, bf16 native or not, threads, the precision used, the speed probe."""
+    from .train import cpu_kind, pick_device, resolve_precision
+
+    info = machine_info()
+    P = load_profile(profile)
+    return {"cpu": info["cpu"], "cpu_kind": cpu_kind(), "bf16_native": info["bf16_native"], "threads": info["threads"],
+            "precision": resolve_precision(P.precision, pick_device(P.device)), "cuda": info["cuda"],
+            "torch": info["torch"], "probe": probe}
+
+
+def estimate_stages(reference: dict, probe: dict | None, names: list[str]) -> tuple[dict, str]:
+    """Expected seconds of each stage on this machine, from a reference run's ``pipeline.json`` record.
+
+    A training stage scales with the ratio of the reference machine's probe speed to this one's (detector
+    stages by the detector probe, keypoint stages by the heatmap probe); stage 01 (data generation, no
+    training) is taken as it is. Without a probe on either side the reference seconds are taken as they
+    are. Returns ``({stage: seconds or None}, a sentence saying what the estimate rests on)``."""
+    ref_stages = reference.get("stages", {})
+    ref_machines = reference.get("stage_machines") or {}
+    out, scaled = {}, False
+    for name in names:
+        if name not in ref_stages:
+            out[name] = None
+            continue
+        seconds = float(ref_stages[name])
+        workload = STAGE_WORKLOAD.get(name[:2])
+        ref_probe = (ref_machines.get(name) or {}).get("probe")
+        if workload and probe and ref_probe:
+            seconds *= ref_probe[f"{workload}_img_s"] / probe[f"{workload}_img_s"]
+            scaled = True
+        out[name] = seconds
+    ref_cpu = (reference.get("machine") or {}).get("cpu") or "an unrecorded CPU"
+    basis = (f"scaled from the reference run on {ref_cpu} by this CPU's training speed" if scaled else
+             f"the reference run's stage times on {ref_cpu}, unscaled (no speed probe on both sides)")
+    return out, basis
+
+
+def _fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
 def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overrides: dict | None = None,
-                  start: str | None = None, verbose: bool = True, only: str | None = None, accept: bool = False) -> dict:
+                  start: str | None = None, verbose: bool = True, only: str | None = None, accept: bool = False,
+                  probe: bool | None = None) -> dict:
     """Execute every stage not already up to date; return the pipeline record.
 
     ``start`` (a stage prefix such as ``"04"``) reruns that stage and every later one, and accepts the
     earlier stages' last successful outputs as they are (they must exist). ``only`` runs that one stage and
     leaves the others' records alone. ``accept`` runs nothing: it marks every stage that has run before as
     up to date with the current code (for a change known not to alter any result). ``verbose`` streams
-    each notebook's output (training progress bars included) to the terminal."""
+    each notebook's output (training progress bars included) to the terminal.
+
+    Before the first stage it runs, the pipeline probes this CPU's training speed (:func:`probe_speed`; by
+    default for every profile but ``smoke``, whose stages are too short to scale) and prints the expected
+    time of each stage to run and of the whole run (:func:`estimate_stages`). ``pipeline.json`` keeps, per
+    stage, the seconds it took, the estimate made before it and the machine that ran it."""
     if verbose:
         import logging
 
@@ -123,10 +232,22 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
     keys = stage_keys(profile, parameters)
     record_path = P.generated_dir / "pipeline.json"
     recorded = json.loads(record_path.read_text()).get("stages", {}) if record_path.exists() else {}
+    reference = json.loads(record_path.read_text()) if record_path.exists() else {}
     stages, t_all = {}, time.perf_counter()
     nbs = notebooks()
-    for i, nb in enumerate(nbs, 1):
+    for nb in nbs:
         check_parameters(nb, parameters)
+    to_run = [] if accept else _stages_to_run(nbs, state, keys, start, only)
+    current_probe, estimates = None, {}
+    if to_run:
+        if probe if probe is not None else profile != "smoke":
+            print("probing this CPU's training speed ...", flush=True)
+            current_probe = probe_speed(profile)
+    this_machine = stage_machine(profile, current_probe)
+    if to_run:
+        estimates, basis = estimate_stages(reference, current_probe, to_run)
+        _print_estimate(profile, estimates, basis, this_machine)
+    for i, nb in enumerate(nbs, 1):
         name = nb.stem
         prev = state.get(name, {})
         if accept or (only is not None and not name.startswith(only)):
@@ -150,7 +271,9 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
             stages[name] = prev["seconds"]
             print(f"[{i}/{len(nbs)}] {name}: up to date, skipped (last run {prev['seconds']:.0f} s)", flush=True)
             continue
-        print(f"[{i}/{len(nbs)}] {name}: running ...", flush=True)
+        est = estimates.get(name)
+        print(f"[{i}/{len(nbs)}] {name}: running ..." + (f" (expected about {_fmt_duration(est)})" if est else ""),
+              flush=True)
         # this stage's outputs are about to change: it and every later stage are stale until they finish
         for later in (nbs[i - 1:] if only is None else [nb]):
             state.pop(later.stem, None)
@@ -165,15 +288,110 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
                              f"executed copy with the traceback: {out_dir / nb.name}") from None
         seconds = time.perf_counter() - t0
         stages[name] = seconds
-        state[name] = {"key": keys[name], "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        state[name] = {"key": keys[name], "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "estimate": est, "machine": this_machine}
         atomic_write_text(state_path, json.dumps(state, indent=2))
-        print(f"[{i}/{len(nbs)}] {name}: done in {seconds:.0f} s (pipeline {time.perf_counter() - t_all:.0f} s)", flush=True)
+        vs = f"; estimate {est:.0f} s, {seconds / est - 1:+.0%}" if est else ""
+        print(f"[{i}/{len(nbs)}] {name}: done in {seconds:.0f} s{vs} (pipeline {time.perf_counter() - t_all:.0f} s)",
+              flush=True)
     record = {"profile": profile, "stages": stages, "total_seconds": sum(stages.values()), "machine": machine_info()}
+    # per stage: the estimate made before it ran and the machine that ran it (a stage not rerun keeps its own)
+    record["stage_machines"], record["estimates"] = {}, {}
+    for name in stages:
+        st = state.get(name, {})
+        record["stage_machines"][name] = (st.get("machine") or (reference.get("stage_machines") or {}).get(name)
+                                          or {"cpu": (reference.get("machine") or {}).get("cpu", "unrecorded")})
+        record["estimates"][name] = st["estimate"] if "estimate" in st else (reference.get("estimates") or {}).get(name)
+    record["estimate_error"] = {n: stages[n] / e - 1 for n, e in record["estimates"].items() if e}
+    record["one_machine"] = len({json.dumps(_machine_identity(m)) for m in record["stage_machines"].values()}) == 1
+    atomic_write_text(P.generated_dir / "pipeline_machines.tex", machines_sentence(record))
     from .report import write_results
 
     write_results(P.generated_dir, "pipeline", record, prefix="Pipe", digits=0)
     print(f"notebooks done: {record['total_seconds']:.0f} s of notebook time over {len(stages)} stages")
     return record
+
+
+def _stages_to_run(nbs, state, keys, start, only) -> list[str]:
+    """The stages the loop in :func:`run_notebooks` will execute (same rules), for the estimate printed first."""
+    out = []
+    for nb in nbs:
+        name, prev = nb.stem, state.get(nb.stem, {})
+        if only is not None:
+            if name.startswith(only):
+                out.append(name)
+            continue
+        if start is not None and name < start and not name.startswith(start):
+            continue
+        if out or start is not None or prev.get("key") != keys[name]:
+            out.append(name)                                    # a rerun stage invalidates every later one
+    return out
+
+
+def _print_estimate(profile, estimates: dict, basis: str, machine: dict) -> None:
+    known = {n: e for n, e in estimates.items() if e is not None}
+    probe = machine["probe"]
+    kind = ({"fp32-only": "no native bf16", "avx512_bf16": "AVX512-BF16", "amx": "AMX"}[machine["cpu_kind"]]
+            + f", training in {machine['precision']}")
+    if probe:
+        print(f"  speed probe ({probe['seconds']:.0f} s, {probe['precision']}): detector {probe['detector_img_s']:.1f} "
+              f"images/s, heatmap model {probe['keypoint_img_s']:.1f} images/s", flush=True)
+    for n, e in estimates.items():
+        print(f"  {n}: " + (f"about {_fmt_duration(e)}" if e is not None else "no reference time"), flush=True)
+    if known:
+        missing = f" (+ {len(estimates) - len(known)} stage(s) without a reference)" if len(known) < len(estimates) else ""
+        print(f"expected: about {_fmt_duration(sum(known.values()))} for {len(estimates)} stage(s) at profile {profile} "
+              f"on this CPU ({kind}){missing}; {basis}", flush=True)
+    else:
+        print(f"expected time unknown: no earlier run of profile {profile} to scale from ({kind})", flush=True)
+
+
+def _machine_identity(m: dict) -> dict:
+    return {k: m.get(k) for k in ("cpu", "bf16_native", "threads", "precision")}
+
+
+def machines_sentence(record: dict) -> str:
+    """A LaTeX sentence for the report's reproducibility section: one machine for every stage, or which ran which."""
+    from .report import tex_escape
+
+    def describe(m):
+        parts = [tex_escape(str(m.get("cpu") or "unrecorded CPU"))]
+        if "threads" in m:
+            parts.append(f"{m['threads']} threads")
+        if "precision" in m:
+            parts.append(m["precision"] + ("" if m.get("bf16_native", True) else ", no native bf16"))
+        return ", ".join(parts)
+
+    machines = record.get("stage_machines") or {}
+    if not machines:
+        return "%\n"
+    if record.get("one_machine"):
+        return f"Every stage ran on one machine ({describe(next(iter(machines.values())))}).\n"
+    items = "; ".join(f"stage {tex_escape(n[:2])}: {describe(m)}" for n, m in machines.items())
+    return f"The stages ran on different machines, so their times are not one machine's: {items}.\n"
+
+
+def refresh_zoo(profile: str) -> bool:
+    """After a run of the committed profile: rebuild ``models/`` (bf16 copies of the seed-0 headline checkpoints,
+    evaluated on the test split, see :mod:`hwlib.zoo`) when a source checkpoint is newer than the manifest.
+    Returns whether it exported."""
+    from .zoo import MANIFEST, ZOO, export_zoo
+
+    P = load_profile(profile)
+    out = REPO_ROOT / "models"
+    sources = [P.run_dir / f for f in ZOO.values()]
+    if not all(p.exists() for p in sources):
+        print(f"model zoo not refreshed: {sum(not p.exists() for p in sources)} checkpoint(s) of the run missing "
+              f"under {P.run_dir.relative_to(REPO_ROOT)}/", flush=True)
+        return False
+    manifest = out / MANIFEST
+    if manifest.exists() and all(p.stat().st_mtime <= manifest.stat().st_mtime for p in sources):
+        return False
+    t0 = time.perf_counter()
+    print("model zoo: exporting the seed-0 headline models in bf16 and evaluating them on the test split ...", flush=True)
+    export_zoo(P.run_dir, out)
+    print(f"model zoo: {out.relative_to(REPO_ROOT)}/ written ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return True
 
 
 def build_pdf(profile: str) -> Path:
@@ -220,16 +438,19 @@ def main(argv=None) -> int:
     ap.add_argument("--pdf-only", action="store_true", help="only build the PDF")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
+    ap.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
+                    help="probe this CPU's training speed for the time estimate (default: on, except at smoke)")
     args = ap.parse_args(argv)
     if args.profile not in PROFILES:
         ap.error(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
     t0 = time.perf_counter()
     if not args.pdf_only:
         run_notebooks(args.profile, args.force, args.timeout, start=args.start, verbose=not args.quiet,
-                      only=args.only, accept=args.accept)
+                      only=args.only, accept=args.accept, probe=args.probe)
         if load_profile(args.profile).committed:
             from .readme import update_readme
 
+            refresh_zoo(args.profile)
             update_readme()
     if args.pdf or args.pdf_only:
         build_pdf(args.profile)

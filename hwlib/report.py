@@ -193,15 +193,3 @@ def read_results(generated_dir, name: str) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the notebook that writes it first")
     return json.loads(path.read_text())
-
-
-def mean_std(values, digits: int = 3) -> str:
-    """``"0.912 ± 0.004"`` for LaTeX tables (``$\\pm$``); a single value prints alone."""
-    import numpy as np
-
-    v = np.asarray([x for x in values], dtype=float)
-    if v.size == 0:
-        return "n/a"
-    if v.size == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{np.nanmean(v):.{digits}f} $\\pm$ {np.nanstd(v, ddof=1):.{digits}f}"

@@ -58,10 +58,27 @@ def cpu_flags() -> set:
     return set()
 
 
+BF16_ENV = "HWLIB_BF16_NATIVE"   # "0" forces the no-native-bf16 path (fp32), as on an AVX2-only CPU
+
+
 def bf16_native() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays off.
+
+    ``HWLIB_BF16_NATIVE=0`` in the environment answers ``False`` on any CPU, so the fp32 path of an
+    AVX2-only machine (and its benchmark settings) can be exercised anywhere; ``=1`` cannot create
+    bf16 hardware and is ignored where the flags are absent."""
+    if os.environ.get(BF16_ENV, "").strip() == "0":
+        return False
     flags = cpu_flags()
     return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def cpu_kind() -> str:
+    """A short name of this CPU's kind for the costs in the README: ``"amx"``, ``"avx512_bf16"`` or ``"fp32-only"``
+    (no native bf16: AVX2 or AVX-512 without BF16, or native bf16 switched off by ``HWLIB_BF16_NATIVE=0``)."""
+    if not bf16_native():
+        return "fp32-only"
+    return "amx" if "amx_bf16" in cpu_flags() else "avx512_bf16"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -214,7 +231,8 @@ def _any_rank(flag: bool, world: int, dev: torch.device) -> bool:
 def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps: int, lr: float,
         weight_decay: float, warmup_steps: int, seed: int = 0, device: str = "auto", precision: str = "auto",
         evaluate: Callable | None = None, eval_every: int = 0, checkpoint: str | Path | None = None,
-        config=None, desc: str = "train", log_every: int = 1, progress: bool = True, ema: float = 0.0) -> History:
+        config=None, desc: str = "train", log_every: int = 1, progress: bool = True, ema: float = 0.0,
+        grad_clip: float = 10.0) -> History:
     """Train ``model`` for ``steps`` optimizer steps.
 
     Args:
@@ -224,6 +242,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
         evaluate: ``model -> dict of metrics``, called every ``eval_every`` steps and at the end
             (model in eval mode, under no_grad, same precision).
         checkpoint: where to save (atomically) after each evaluation and at the end.
+        grad_clip: the gradient norm is clipped to this before every optimizer step.
         ema: decay of an exponential moving average of the weights (0: off). With it, evaluations and
             checkpoints use the averaged weights, and ``model`` holds them when training ends.
 
@@ -285,7 +304,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
                 + (f" (last good checkpoint kept at {checkpoint})" if checkpoint and Path(checkpoint).exists() else ""))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         if averaged:
             averaged.update(core, step)

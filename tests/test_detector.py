@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -24,6 +25,61 @@ def test_init_bn_and_kaiming():
     m = det.MultiScaleDetector(width=0.25)
     bns = [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]
     assert all(torch.all(b.weight == 1) and torch.all(b.bias == 0) for b in bns)
+
+
+@pytest.mark.parametrize("head", ["seed", "dilated"])
+def test_conv_weights_are_kaiming_normal_fan_out(head):
+    """Every Conv-BN-ReLU conv is Kaiming-normal, fan-out, ReLU gain: std sqrt(2 / (cout * k * k)), mean 0,
+    Gaussian (not uniform) tails. PyTorch's default, kaiming_uniform(a=sqrt(5)), has std 1/sqrt(3 fan_in):
+    sqrt(3) or more off for the channel-doubling backbone convs, and uniform (excess kurtosis -1.2)."""
+    torch.manual_seed(0)
+    m = det.MultiScaleDetector(width=1.0, head=head)
+    finals = {id(h[-1]) for h in m.heads}
+    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d) and id(c) not in finals]
+    assert len(convs) == (8 if head == "seed" else 12)
+    discriminating = 0
+    all_w = []
+    for c in convs:
+        w = c.weight.detach().double().flatten()
+        cout, cin, kh, kw = c.weight.shape
+        fan_out, fan_in = cout * kh * kw, cin * kh * kw
+        expected = (2.0 / fan_out) ** 0.5
+        std = float(w.std())
+        assert abs(std / expected - 1) < 0.1, (c, std, expected)
+        assert abs(float(w.mean())) < 4 * expected / len(w) ** 0.5, c
+        # the test must tell this init from fan-in Kaiming and from PyTorch's default
+        alternatives = ((2.0 / fan_in) ** 0.5, (1.0 / (3 * fan_in)) ** 0.5)
+        discriminating += all(abs(a / expected - 1) > 0.3 for a in alternatives)
+        all_w.append(w / expected)
+        assert c.bias is None
+    assert discriminating >= 5                    # the 5 backbone convs change the channel count
+    z = torch.cat(all_w)
+    excess_kurtosis = float((z ** 4).mean() / (z ** 2).mean() ** 2 - 3)
+    assert abs(excess_kurtosis) < 0.2, excess_kurtosis   # normal: 0; uniform: -1.2
+
+
+def test_head_output_convs_start_small_with_low_objectness():
+    torch.manual_seed(0)
+    m = det.MultiScaleDetector(width=0.5)
+    prior = math.log(0.01 / 0.99)
+    for h in m.heads:
+        final = h[-1]
+        assert final.kernel_size == (1, 1) and final.bias is not None
+        assert abs(float(final.weight.detach().std()) / 0.01 - 1) < 0.1
+        b = final.bias.detach().view(m.num_anchors, 5 + m.num_classes)
+        assert torch.allclose(b[:, 4], torch.full((m.num_anchors,), prior))
+        assert torch.all(b[:, :4] == 0) and torch.all(b[:, 5:] == 0)
+
+
+def test_init_weights_zeroes_conv_biases():
+    from hwlib.layers import init_weights
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(16, 64, 3), torch.nn.BatchNorm2d(64), torch.nn.Conv2d(64, 32, 1))
+    init_weights(net)
+    assert torch.all(net[0].bias == 0) and torch.all(net[2].bias == 0)
+    assert abs(float(net[0].weight.detach().std()) / (2 / (64 * 9)) ** 0.5 - 1) < 0.1
+    assert abs(float(net[2].weight.detach().std()) / (2 / 32) ** 0.5 - 1) < 0.1
 
 
 def test_theoretical_receptive_fields():
@@ -97,6 +153,24 @@ def test_loss_finite_and_decreases():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
+
+
+def test_loss_is_the_config_weighted_sum_of_its_parts():
+    torch.manual_seed(0)
+    m = det.MultiScaleDetector(width=0.25)
+    with torch.no_grad():
+        out = m(torch.rand(2, 3, 224, 224))
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0], [60.0, 50.0, 150.0, 170.0]]), "labels": torch.tensor([0, 2])},
+               {"boxes": torch.tensor([[100.0, 30.0, 160.0, 80.0]]), "labels": torch.tensor([1])}]
+    cfg = DetectorConfig(width=0.25)
+    assert (cfg.box_gain, cfg.obj_gain, cfg.cls_gain) == (0.05, 1.0, 0.5)     # the values of every committed run
+    loss, logs = det.DetectionLoss(cfg)(out, targets)
+    assert float(loss) == pytest.approx(0.05 * logs["box"] + 1.0 * logs["obj"] + 0.5 * logs["cls"], rel=1e-6)
+    for gains in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)):
+        c = dataclasses.replace(cfg, box_gain=gains[0], obj_gain=gains[1], cls_gain=gains[2])
+        part, logs2 = det.DetectionLoss(c)(out, targets)
+        assert logs2 == logs
+        assert float(part) == pytest.approx(logs[("box", "obj", "cls")[gains.index(1.0)]], rel=1e-6)
 
 
 def test_decode_predictions_filters_and_caps():

@@ -32,8 +32,11 @@ def test_codec_round_trip(size):
 
 def test_codec_classes_and_regression_codec():
     kp = _kps(10)
-    c = HeatmapCodec(64, 2.0)
+    c = HeatmapCodec(64, 2.0, loss="mse")          # MSE models output the Gaussian itself
     assert torch.allclose(c.decode(c.encode(kp)), kp, atol=0.05)
+    ce = HeatmapCodec(64, 2.0, loss="ce")          # CE models output logits: log of the Gaussian + any constant
+    assert ce.loss == "ce" and HeatmapCodec(64, 2.0).loss == "ce"
+    assert torch.allclose(ce.decode(torch.log(ce.encode(kp).clamp(min=1e-30)) + 5.0), kp, atol=0.05)
     r = RegressionCodec()
     assert torch.allclose(r.decode(r.encode(kp)), kp)
     assert (r.encode(kp) >= 0).all() and (r.encode(kp) <= 1).all()

@@ -70,6 +70,14 @@ def test_two_smoke_runs_give_identical_results():
     second = _generated()
     assert set(first) >= {"01_data_generation.json", "02_detector_training.json", "04_keypoint_training.json"}
     assert first == second
+    # the second run printed an estimate from the first before its first stage, and recorded it per stage
+    out = r.stdout
+    assert "expected: about" in out and out.index("expected: about") < out.index("01_data_generation: running")
+    record = json.loads((SMOKE.generated_dir / "pipeline.json").read_text())
+    assert set(record["estimates"]) == set(record["stages"]) == set(record["stage_machines"])
+    assert all(e is not None and e > 0 for e in record["estimates"].values())
+    assert record["one_machine"] is True
+    assert {"cpu", "bf16_native", "threads", "precision"} <= set(record["stage_machines"]["02_detector_training"])
 
 
 @pytest.mark.slow
@@ -98,3 +106,50 @@ def test_killed_run_leaves_no_partial_output_and_resumes():
     assert r.returncode == 0, r.stdout[-3000:]
     assert "01_data_generation: up to date, skipped" in r.stdout
     assert "02_detector_training: running" in r.stdout
+
+
+# ----------------------------------------------------------------------------- the time estimate
+def _reference(probe_det=40.0, probe_kp=100.0, with_probe=True):
+    stages = {"01_data_generation": 10.0, "02_detector_training": 600.0, "04_keypoint_training": 1200.0}
+    machine = {"cpu": "Ref CPU", "bf16_native": True, "threads": 2, "precision": "bf16"}
+    probe = {"detector_img_s": probe_det, "keypoint_img_s": probe_kp} if with_probe else None
+    return {"stages": stages, "machine": machine, "stage_machines": {n: {**machine, "probe": probe} for n in stages}}
+
+
+def test_estimate_scales_training_stages_by_the_probe_ratio():
+    from hwlib.pipeline import estimate_stages
+
+    names = ["01_data_generation", "02_detector_training", "04_keypoint_training", "05_ablations"]
+    est, basis = estimate_stages(_reference(), {"detector_img_s": 10.0, "keypoint_img_s": 50.0}, names)
+    assert est["01_data_generation"] == 10.0                       # data generation: not scaled
+    assert est["02_detector_training"] == pytest.approx(600.0 * 4)  # 4x slower detector training
+    assert est["04_keypoint_training"] == pytest.approx(1200.0 * 2)
+    assert est["05_ablations"] is None                             # no reference time for it
+    assert "scaled" in basis and "Ref CPU" in basis
+    same, basis = estimate_stages(_reference(with_probe=False), {"detector_img_s": 10.0, "keypoint_img_s": 50.0}, names)
+    assert same["02_detector_training"] == 600.0 and "unscaled" in basis
+
+
+def test_stages_to_run_follow_the_keys_and_invalidate_later_stages():
+    from hwlib.pipeline import _stages_to_run
+
+    nbs = notebooks()
+    names = [nb.stem for nb in nbs]
+    keys = {n: f"k{i}" for i, n in enumerate(names)}
+    state = {n: {"key": keys[n], "seconds": 1.0} for n in names}
+    assert _stages_to_run(nbs, state, keys, None, None) == []
+    state[names[2]]["key"] = "stale"
+    assert _stages_to_run(nbs, state, keys, None, None) == names[2:]
+    assert _stages_to_run(nbs, state, keys, "04", None) == names[3:]
+    assert _stages_to_run(nbs, state, keys, None, "01") == names[:1]
+
+
+def test_machines_sentence_says_when_stages_ran_on_different_machines():
+    from hwlib.pipeline import machines_sentence
+
+    a = {"cpu": "CPU A", "bf16_native": True, "threads": 2, "precision": "bf16"}
+    b = {"cpu": "CPU B", "bf16_native": False, "threads": 2, "precision": "fp32"}
+    one = machines_sentence({"stage_machines": {"01_x": a, "02_y": a}, "one_machine": True})
+    assert one.startswith("Every stage ran on one machine") and "CPU A" in one
+    two = machines_sentence({"stage_machines": {"01_x": a, "02_y": b}, "one_machine": False})
+    assert "different machines" in two and "stage 02: CPU B" in two and "no native bf16" in two

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from hwlib.report import atomic_write_text, macro_name, mean_std, write_results, write_table
+from hwlib.report import atomic_write_text, macro_name, write_results, write_table
 
 
 def test_macro_names_are_letters_only():
@@ -36,11 +36,6 @@ def test_table(tmp_path):
     write_table(tmp_path, "t", ["a", "b"], [["1", "2"], "midrule", ["3", "4"]])
     t = (tmp_path / "t.tex").read_text()
     assert "\\toprule" in t and "1 & 2 \\\\" in t and "\\midrule" in t
-
-
-def test_mean_std():
-    assert mean_std([1.0, 3.0]) == "2.000 $\\pm$ 1.414"
-    assert mean_std([0.5]) == "0.500"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
