@@ -47,13 +47,13 @@ pdf: setup ## rebuild only the PDF from the committed figures and numbers
 
 test: setup test-unit test-slow test-nb ## unit tests, the end-to-end tests, then nbval on the notebooks at smoke
 
-test-unit: ## unit tests of hwlib (the fast ones: a few minutes on any 2-core CPU)
+test-unit: setup ## unit tests of hwlib (the fast ones: a few minutes on any 2-core CPU)
 	$(PY) -m pytest tests -q -m "not slow"
 
-test-slow: ## end-to-end tests: smoke pipeline runs, a killed run, the quick benchmark, two-process DDP
+test-slow: setup ## end-to-end tests: smoke pipeline runs, a killed run, the quick benchmark, two-process DDP
 	$(PY) -m pytest tests -q -m slow
 
-test-nb: ## nbval: execute the notebooks (smoke) and compare the outputs tagged NBVAL_CHECK_OUTPUT
+test-nb: setup ## nbval: execute the notebooks (smoke) and compare the outputs tagged NBVAL_CHECK_OUTPUT
 	$(PY) -m pytest -q --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/
 
 bench: setup ## throughput benchmark -> report/generated/benchmark.json (QUICK=1 for the 2-minute version)

@@ -164,12 +164,12 @@ def bench_settings(bf16: bool, quick: bool, group: str) -> tuple[list, dict]:
 
 def worker(group: str, quick: bool) -> dict:
     """Measure every workload under this process's allocator; returns {workload: {setting: img/s}}."""
-    from .train import bf16_native
+    from .train import bf16_native, cpu_kind
 
     torch.manual_seed(0)
     bf16 = bf16_native()
     settings, skipped = bench_settings(bf16, quick, group)
-    res = {"_meta": {"group": group, "bf16_native": bf16, "skipped": skipped}}
+    res = {"_meta": {"group": group, "bf16_native": bf16, "amx": cpu_kind() == "amx", "skipped": skipped}}
     steps = 1 if quick else 6
     workloads = TRAIN_WORKLOADS if not quick else ("detector_train", "heatmap_train", "regression_train")
     best_native = settings[-1]
@@ -188,7 +188,7 @@ def worker(group: str, quick: bool) -> dict:
             print(f"  [{group}] {name:20s} {'+compile':20s} {ips:8.1f} img/s (compile {cs:.0f} s)", file=sys.stderr, flush=True)
             torch._dynamo.reset()
             if not bf16 and name == "detector_train":
-                # once, one step: what emulated bf16 would cost here (why it is skipped everywhere else)
+                # once, one timed step (after two warm-up steps): what emulated bf16 costs here, why it is skipped
                 entry["_emulated_bf16_img_s"] = _time_train(model, loss_fn, x[:4], y[:4], "bf16", True, 1)[0]
                 print(f"  [{group}] {name:20s} {'emulated bf16':20s} {entry['_emulated_bf16_img_s']:8.2f} img/s",
                       file=sys.stderr, flush=True)
@@ -253,39 +253,24 @@ def _other_workloads(quick: bool, bf16: bool) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- orchestration
-def run(quick: bool = False, profile: str = "cpu") -> dict:
-    from .config import load_profile
-    from .pipeline import machine_info
-    from .report import tex_escape, write_results, write_table
-    from .train import cpu_kind
-
-    P = load_profile(profile)
-    groups = {"default": {}, "glibc": {"GLIBC_TUNABLES": GLIBC}}
-    tc = None if quick else _tcmalloc()          # --quick: the default allocator and make's glibc setting only
-    if tc:
-        groups["tcmalloc"] = {"LD_PRELOAD": tc}
-    raw = {}
-    t_start = time.perf_counter()
-    for group, env_add in groups.items():
-        env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
-        env.update(env_add)
-        print(f"worker '{group}' ...", flush=True)
-        cmd = [sys.executable, "-m", "hwlib.bench", "--worker", group] + (["--quick"] if quick else [])
-        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"benchmark worker '{group}' failed (exit {r.returncode})")
-        raw[group] = json.loads(r.stdout.strip().splitlines()[-1])
+def summarize_workers(raw: dict, quick: bool) -> dict:
+    """The benchmark record from the workers' raw output ``{group: {workload: {setting: img/s, "_...": extra}}}``:
+    per workload every setting (``"<setting>+<group>"`` outside the default allocator), the plain fp32 eager
+    baseline, the fastest setting and its speed-up, GFLOP/s and share of the matmul peak of the precision this
+    CPU trains in; the CPU kind, the settings skipped and why, and emulated bf16 where the full benchmark timed it.
+    Pure: the same raw output gives the same record on any machine."""
+    raw = json.loads(json.dumps(raw))                      # never modify the caller's dicts
     base = raw["default"]
     peak = base.pop("_peak")
     op_profile = base.pop("_profile")
     meta = base.pop("_meta")
-    peak_key = "bf16_matmul_gflops" if "bf16_matmul_gflops" in peak else "fp32_matmul_gflops"
-    result = {"profile": P.name, "quick": quick, "cpu_kind": cpu_kind(), "bf16_native": meta["bf16_native"],
+    peak_key = "bf16_matmul_gflops" if meta["bf16_native"] else "fp32_matmul_gflops"
+    kind = ("amx" if meta.get("amx") else "avx512_bf16") if meta["bf16_native"] else "fp32-only"
+    result = {"quick": quick, "cpu_kind": kind, "bf16_native": meta["bf16_native"],
               "skipped": meta["skipped"], "peak_used": peak_key.split("_")[0]}
     emulated = base.get("detector_train", {}).get("_emulated_bf16_img_s")
     if emulated is not None:
-        result["emulated_bf16"] = {"detector_train_img_s": emulated, "steps": 1}
+        result["emulated_bf16"] = {"detector_train_img_s": emulated, "timed_steps": 1}
     for name, entry in base.items():
         if name.startswith("_"):
             continue
@@ -309,6 +294,32 @@ def run(quick: bool = False, profile: str = "cpu") -> dict:
         result[name] = w
     result["peak"] = peak
     result["profile_breakdown"] = op_profile
+    return result
+
+
+# ----------------------------------------------------------------------------- orchestration
+def run(quick: bool = False, profile: str = "cpu") -> dict:
+    from .config import load_profile
+    from .pipeline import machine_info
+    from .report import tex_escape, write_results, write_table
+
+    P = load_profile(profile)
+    groups = {"default": {}, "glibc": {"GLIBC_TUNABLES": GLIBC}}
+    tc = None if quick else _tcmalloc()          # --quick: the default allocator and make's glibc setting only
+    if tc:
+        groups["tcmalloc"] = {"LD_PRELOAD": tc}
+    raw = {}
+    t_start = time.perf_counter()
+    for group, env_add in groups.items():
+        env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+        env.update(env_add)
+        print(f"worker '{group}' ...", flush=True)
+        cmd = [sys.executable, "-m", "hwlib.bench", "--worker", group] + (["--quick"] if quick else [])
+        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"benchmark worker '{group}' failed (exit {r.returncode})")
+        raw[group] = json.loads(r.stdout.strip().splitlines()[-1])
+    result = {"profile": P.name, **summarize_workers(raw, quick)}
     result["accuracy_check"] = accuracy_check(quick)
     result["time_to_accuracy"] = time_to_accuracy(P)
     result["machine"] = machine_info()

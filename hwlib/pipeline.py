@@ -98,7 +98,7 @@ def machine_info() -> dict:
 STAGE_WORKLOAD = {"01": None, "02": "detector", "03": "detector", "04": "keypoint", "05": "keypoint", "06": "keypoint"}
 
 
-def probe_speed(profile: str, seconds: float = 5.0) -> dict:
+def probe_speed(profile: str, seconds: float = 5.0, overrides: dict | None = None) -> dict:
     """This CPU's training speed at the profile's settings: images/s of a few detector and heatmap-model training
     steps (the profile's width, batch size and precision), each timed for about ``seconds`` after one warm-up step.
     About 10-20 s on any of our CPUs. Returns ``{"detector_img_s", "keypoint_img_s", "precision", "seconds"}``."""
@@ -109,7 +109,7 @@ def probe_speed(profile: str, seconds: float = 5.0) -> dict:
     from .keypoints import KeypointLoss, build_keypoint_model
     from .train import autocast, pick_device, resolve_precision
 
-    P = load_profile(profile)
+    P = load_profile(profile, **(overrides or {}))
     dev = pick_device(P.device)
     prec = resolve_precision(P.precision, dev)
     t_start = time.perf_counter()
@@ -150,15 +150,35 @@ def probe_speed(profile: str, seconds: float = 5.0) -> dict:
             "seconds": time.perf_counter() - t_start}
 
 
-def stage_machine(profile: str, probe: dict | None) -> dict:
+def stage_machine(profile: str, probe: dict | None, overrides: dict | None = None) -> dict:
     """What ran a stage: CPU model and kind, bf16 native or not, threads, the precision used, the speed probe."""
     from .train import cpu_kind, pick_device, resolve_precision
 
     info = machine_info()
-    P = load_profile(profile)
+    P = load_profile(profile, **(overrides or {}))
     return {"cpu": info["cpu"], "cpu_kind": cpu_kind(), "bf16_native": info["bf16_native"], "threads": info["threads"],
             "precision": resolve_precision(P.precision, pick_device(P.device)), "cuda": info["cuda"],
             "torch": info["torch"], "probe": probe}
+
+
+def legacy_probe(generated_dir: Path) -> dict | None:
+    """The reference machine's training speed for stages recorded before the pipeline probed it: from the full
+    ``benchmark.json`` of that machine (detector and heatmap-model training at the loop's default setting under
+    ``make``'s glibc tunables: the probe's model, batch size and precision). ``None`` without a full benchmark."""
+    path = Path(generated_dir) / "benchmark.json"
+    if not path.exists():
+        return None
+    b = json.loads(path.read_text())
+    bf16 = (b.get("machine") or {}).get("bf16_native")
+    setting = "bf16+channels_last+glibc" if bf16 else "fp32+glibc"
+    try:
+        if b.get("quick"):
+            return None
+        return {"detector_img_s": b["detector_train"]["settings"][setting],
+                "keypoint_img_s": b["heatmap_train"]["settings"][setting], "precision": "bf16" if bf16 else "fp32",
+                "source": f"benchmark.json ({setting})"}
+    except (KeyError, TypeError):
+        return None
 
 
 def estimate_stages(reference: dict, probe: dict | None, names: list[str]) -> tuple[dict, str]:
@@ -170,6 +190,7 @@ def estimate_stages(reference: dict, probe: dict | None, names: list[str]) -> tu
     are. Returns ``({stage: seconds or None}, a sentence saying what the estimate rests on)``."""
     ref_stages = reference.get("stages", {})
     ref_machines = reference.get("stage_machines") or {}
+    fallback = reference.get("_legacy_probe")              # see legacy_probe: for records without a probe
     out, scaled = {}, False
     for name in names:
         if name not in ref_stages:
@@ -177,7 +198,7 @@ def estimate_stages(reference: dict, probe: dict | None, names: list[str]) -> tu
             continue
         seconds = float(ref_stages[name])
         workload = STAGE_WORKLOAD.get(name[:2])
-        ref_probe = (ref_machines.get(name) or {}).get("probe")
+        ref_probe = (ref_machines.get(name) or {}).get("probe") or fallback
         if workload and probe and ref_probe:
             seconds *= ref_probe[f"{workload}_img_s"] / probe[f"{workload}_img_s"]
             scaled = True
@@ -233,17 +254,18 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
     record_path = P.generated_dir / "pipeline.json"
     recorded = json.loads(record_path.read_text()).get("stages", {}) if record_path.exists() else {}
     reference = json.loads(record_path.read_text()) if record_path.exists() else {}
+    reference["_legacy_probe"] = legacy_probe(P.generated_dir)
     stages, t_all = {}, time.perf_counter()
     nbs = notebooks()
     for nb in nbs:
         check_parameters(nb, parameters)
     to_run = [] if accept else _stages_to_run(nbs, state, keys, start, only)
     current_probe, estimates = None, {}
-    if to_run:
-        if probe if probe is not None else profile != "smoke":
-            print("probing this CPU's training speed ...", flush=True)
-            current_probe = probe_speed(profile)
-    this_machine = stage_machine(profile, current_probe)
+    trains = any(STAGE_WORKLOAD.get(n[:2]) for n in to_run)
+    if trains and (probe if probe is not None else profile != "smoke"):
+        print("probing this CPU's training speed ...", flush=True)
+        current_probe = probe_speed(profile, overrides=overrides)
+    this_machine = stage_machine(profile, current_probe, overrides)
     if to_run:
         estimates, basis = estimate_stages(reference, current_probe, to_run)
         _print_estimate(profile, estimates, basis, this_machine)
@@ -253,6 +275,10 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
         if accept or (only is not None and not name.startswith(only)):
             if accept and "seconds" not in prev and name in recorded:
                 prev = state[name] = {"seconds": recorded[name], "finished": "accepted from pipeline.json"}
+            if "seconds" not in prev and name in recorded and not accept:
+                stages[name] = recorded[name]                 # not rerun: its outputs are an earlier run's (stale)
+                print(f"[{i}/{len(nbs)}] {name}: not selected (outputs of an earlier run, not up to date)", flush=True)
+                continue
             if "seconds" in prev:
                 if accept:
                     prev["key"] = keys[name]
@@ -295,15 +321,20 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
         print(f"[{i}/{len(nbs)}] {name}: done in {seconds:.0f} s{vs} (pipeline {time.perf_counter() - t_all:.0f} s)",
               flush=True)
     record = {"profile": profile, "stages": stages, "total_seconds": sum(stages.values()), "machine": machine_info()}
-    # per stage: the estimate made before it ran and the machine that ran it (a stage not rerun keeps its own)
+    # per stage: the estimate made before it ran and the machine that ran it (a stage not rerun keeps its own;
+    # one recorded before machines were, gets the speed of its machine from that machine's benchmark)
     record["stage_machines"], record["estimates"] = {}, {}
     for name in stages:
         st = state.get(name, {})
-        record["stage_machines"][name] = (st.get("machine") or (reference.get("stage_machines") or {}).get(name)
-                                          or {"cpu": (reference.get("machine") or {}).get("cpu", "unrecorded")})
+        old = (reference.get("stage_machines") or {}).get(name)
+        record["stage_machines"][name] = (st.get("machine") or old
+                                          or {"recorded": False, "probe": reference["_legacy_probe"]})
         record["estimates"][name] = st["estimate"] if "estimate" in st else (reference.get("estimates") or {}).get(name)
     record["estimate_error"] = {n: stages[n] / e - 1 for n, e in record["estimates"].items() if e}
-    record["one_machine"] = len({json.dumps(_machine_identity(m)) for m in record["stage_machines"].values()}) == 1
+    # stages whose outputs come from the current code and parameters (the others: an earlier run's)
+    record["up_to_date"] = {n: state.get(n, {}).get("key") == keys[n] for n in stages}
+    known = [m for m in record["stage_machines"].values() if m.get("recorded", True)]
+    record["one_machine"] = len(known) == len(stages) and len({json.dumps(_machine_identity(m)) for m in known}) == 1
     atomic_write_text(P.generated_dir / "pipeline_machines.tex", machines_sentence(record))
     from .report import write_results
 
@@ -340,7 +371,8 @@ def _print_estimate(profile, estimates: dict, basis: str, machine: dict) -> None
         print(f"  {n}: " + (f"about {_fmt_duration(e)}" if e is not None else "no reference time"), flush=True)
     if known:
         missing = f" (+ {len(estimates) - len(known)} stage(s) without a reference)" if len(known) < len(estimates) else ""
-        print(f"expected: about {_fmt_duration(sum(known.values()))} for {len(estimates)} stage(s) at profile {profile} "
+        print(f"expected: about {_fmt_duration(sum(known.values()))} of notebook time for {len(estimates)} stage(s) "
+              f"at profile {profile} "
               f"on this CPU ({kind}){missing}; {basis}", flush=True)
     else:
         print(f"expected time unknown: no earlier run of profile {profile} to scale from ({kind})", flush=True)
@@ -365,10 +397,14 @@ def machines_sentence(record: dict) -> str:
     machines = record.get("stage_machines") or {}
     if not machines:
         return "%\n"
+    stale = [n[:2] for n, ok in (record.get("up_to_date") or {}).items() if not ok]
+    note = (f" Not rerun with the current code: stage{'s' if len(stale) > 1 else ''} {', '.join(stale)} (outputs of an "
+            f"earlier run; the next \\texttt{{make report}} reruns {'them' if len(stale) > 1 else 'it'})." if stale else "")
     if record.get("one_machine"):
-        return f"Every stage ran on one machine ({describe(next(iter(machines.values())))}).\n"
-    items = "; ".join(f"stage {tex_escape(n[:2])}: {describe(m)}" for n, m in machines.items())
-    return f"The stages ran on different machines, so their times are not one machine's: {items}.\n"
+        return f"Every stage ran on one machine ({describe(next(iter(machines.values())))}).{note}\n"
+    items = "; ".join(f"stage {tex_escape(n[:2])}: " + (describe(m) if m.get("recorded", True) else "machine not recorded")
+                      for n, m in machines.items())
+    return f"The stages did not all run on one recorded machine, so their times are not one machine's: {items}.{note}\n"
 
 
 def refresh_zoo(profile: str) -> bool:

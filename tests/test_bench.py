@@ -4,8 +4,10 @@ Speeds are not asserted: CI machines vary."""
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,95 @@ def test_quick_benchmark_on_the_fp32_path_writes_valid_json():
         assert abs(sum(groups.values()) - 1) < 1e-6 and groups["convolution"] > 0
         assert data["profile_breakdown"][w]["precision"] == "fp32"
     assert "skipped" in data["accuracy_check"]                         # default == fp32: nothing to compare
+
+
+# ----------------------------------------------------------------------------- the record, and the report that reads it
+def _fake_worker_output(bf16: bool, quick: bool) -> dict:
+    """What the workers print, in shape: a few speeds per setting the CPU runs natively."""
+    groups = {"default": 1.0, "glibc": 1.1}
+    raw = {}
+    for group, f in groups.items():
+        settings, skipped = bench_settings(bf16, quick, group)
+        data = {"_meta": {"group": group, "bf16_native": bf16, "amx": False, "skipped": skipped}}
+        for name, base in (("detector_train", 10.0), ("heatmap_train", 40.0), ("regression_train", 90.0)):
+            data[name] = {s: base * f * (3.0 if prec == "bf16" else 1.0) * (1.2 if cl else 1.0) for s, prec, cl in settings}
+            if group == "default":
+                data[name]["_gflop_per_img"] = 5.0
+        if group == "default":
+            data["_profile"] = {w: {"precision": "bf16" if bf16 else "fp32",
+                                    "groups": {"convolution": 0.7, "batch norm": 0.1, "ReLU": 0.05, "optimizer": 0.05,
+                                               "upsampling": 0.05, "copies and layout": 0.05, "other": 0.0},
+                                    "top_ops": {}} for w in ("detector_train", "heatmap_train")}
+            data["data_detection"] = {"numpy": 300.0}
+            data["detector_infer"] = {"fp32": 30.0, **({"bf16+channels_last": 90.0} if bf16 else {})}
+            data["_peak"] = {"fp32_matmul_gflops": 100.0, **({"bf16_matmul_gflops": 800.0} if bf16 else {})}
+            if not quick and not bf16:
+                data["detector_train"]["_emulated_bf16_img_s"] = 0.4
+        raw[group] = data
+    return raw
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_record_from_worker_output(bf16):
+    from hwlib.bench import summarize_workers
+
+    raw = _fake_worker_output(bf16, quick=False)
+    rec = summarize_workers(raw, quick=False)
+    det = rec["detector_train"]
+    assert rec["cpu_kind"] == ("avx512_bf16" if bf16 else "fp32-only") and rec["bf16_native"] is bf16
+    assert det["fp32_eager_img_s"] == 10.0
+    assert det["best_setting"] == ("bf16+channels_last+glibc" if bf16 else "channels_last+glibc")
+    assert det["speedup"] == pytest.approx(det["best_img_s"] / 10.0)
+    assert det["share_of_peak"] == pytest.approx(5.0 * det["best_img_s"] / (800.0 if bf16 else 100.0))
+    assert rec["peak_used"] == ("bf16" if bf16 else "fp32")
+    assert ("emulated_bf16" in rec) is (not bf16) and rec["data_detection"]["fp32_eager_img_s"] == 300.0
+    assert "_meta" in raw["default"]                            # the caller's dicts are left alone
+
+
+def _defined_macros(tex_files) -> set:
+    out = set()
+    for f in tex_files:
+        out |= set(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}", Path(f).read_text()))
+    return out
+
+
+def unguarded_macros(tex: str, prefix: str) -> set:
+    """Macros starting with ``prefix`` that report.tex expands outside every ``\\ifdefined ... \\fi``."""
+    text = "\n".join(re.sub(r"(?<!\\)%.*", "", line) for line in tex.splitlines())
+    depth, out = 0, set()
+    for m in re.finditer(r"\\ifdefined\\[A-Za-z]+|\\fi\b|\\([A-Za-z]+)", text):
+        tok = m.group(0)
+        if tok.startswith("\\ifdefined"):
+            depth += 1
+        elif tok == "\\fi":
+            depth -= 1
+        elif depth == 0 and m.group(1).startswith(prefix):
+            out.add(m.group(1))
+    return out
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_report_speed_section_builds_on_every_cpu_kind(bf16, tmp_path):
+    """Every benchmark macro the report expands unconditionally exists for a bf16 and for an fp32-only CPU."""
+    from hwlib.bench import summarize_workers
+    from hwlib.report import write_results
+
+    rec = summarize_workers(_fake_worker_output(bf16, quick=True), quick=True)
+    rec.update(profile="smoke", accuracy_check={"default_precision": "fp32", "seeds": 0, "skipped": "fp32"},
+               time_to_accuracy={}, machine={"cpu": "x"}, seconds=1.0)
+    write_results(tmp_path, "benchmark", rec, prefix="Bench")
+    used = unguarded_macros((REPO_ROOT / "report" / "report.tex").read_text(), "Bench")
+    assert used, "the scanner found no benchmark macro in report.tex"
+    missing = used - _defined_macros([tmp_path / "benchmark.tex"])
+    assert not missing, f"report.tex expands undefined macros on a {'bf16' if bf16 else 'fp32-only'} CPU: {sorted(missing)}"
+
+
+def test_committed_results_define_every_macro_the_report_expands():
+    gen = REPO_ROOT / "report" / "generated"
+    files = sorted(gen.glob("*.tex"))
+    prefixes = {m for f in files for m in re.findall(r"^% prefix=([A-Za-z]+)", f.read_text(), re.M)}
+    assert {"Bench", "Pipe", "Det", "Kp"} <= prefixes
+    defined = _defined_macros(files)
+    tex = (REPO_ROOT / "report" / "report.tex").read_text()
+    missing = {m for p in prefixes for m in unguarded_macros(tex, p)} - defined
+    assert not missing, f"report.tex expands macros the committed results do not define: {sorted(missing)}"

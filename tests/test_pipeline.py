@@ -74,8 +74,10 @@ def test_two_smoke_runs_give_identical_results():
     out = r.stdout
     assert "expected: about" in out and out.index("expected: about") < out.index("01_data_generation: running")
     record = json.loads((SMOKE.generated_dir / "pipeline.json").read_text())
-    assert set(record["estimates"]) == set(record["stages"]) == set(record["stage_machines"])
-    assert all(e is not None and e > 0 for e in record["estimates"].values())
+    estimated = re.findall(r"^  (\d\d_\w+): about ", out, re.M)          # the stages the estimate announced ...
+    ran = re.findall(r"^\[\d/\d\] (\d\d_\w+): running", out, re.M)     # ... are the stages that ran
+    assert estimated == ran == list(record["stages"])
+    assert all(record["estimates"][n] > 0 for n in ran) and set(record["estimate_error"]) == set(ran)
     assert record["one_machine"] is True
     assert {"cpu", "bf16_native", "threads", "precision"} <= set(record["stage_machines"]["02_detector_training"])
 
@@ -152,4 +154,34 @@ def test_machines_sentence_says_when_stages_ran_on_different_machines():
     one = machines_sentence({"stage_machines": {"01_x": a, "02_y": a}, "one_machine": True})
     assert one.startswith("Every stage ran on one machine") and "CPU A" in one
     two = machines_sentence({"stage_machines": {"01_x": a, "02_y": b}, "one_machine": False})
-    assert "different machines" in two and "stage 02: CPU B" in two and "no native bf16" in two
+    assert "not all run on one" in two and "stage 02: CPU B" in two and "no native bf16" in two
+    old = machines_sentence({"stage_machines": {"01_x": {"recorded": False}, "02_y": a}, "one_machine": False})
+    assert "stage 01: machine not recorded" in old and "stage 02: CPU A" in old
+
+
+def test_legacy_probe_comes_from_a_full_benchmark_only(tmp_path):
+    from hwlib.pipeline import estimate_stages, legacy_probe
+
+    assert legacy_probe(tmp_path) is None
+    bench = {"quick": False, "machine": {"bf16_native": True},
+             "detector_train": {"settings": {"fp32": 14.0, "bf16+channels_last+glibc": 49.0}},
+             "heatmap_train": {"settings": {"fp32": 60.0, "bf16+channels_last+glibc": 150.0}}}
+    (tmp_path / "benchmark.json").write_text(json.dumps(bench))
+    probe = legacy_probe(tmp_path)
+    assert probe["detector_img_s"] == 49.0 and probe["keypoint_img_s"] == 150.0 and probe["precision"] == "bf16"
+    ref = {**_reference(with_probe=False), "_legacy_probe": probe}       # an old record: no probe of its own
+    est, basis = estimate_stages(ref, {"detector_img_s": 24.5, "keypoint_img_s": 75.0}, ["02_detector_training"])
+    assert est["02_detector_training"] == pytest.approx(1200.0) and "scaled" in basis
+    (tmp_path / "benchmark.json").write_text(json.dumps({**bench, "quick": True}))   # quick: other batch sizes
+    assert legacy_probe(tmp_path) is None
+
+
+def test_machines_sentence_names_stages_not_rerun():
+    from hwlib.pipeline import machines_sentence
+
+    a = {"cpu": "CPU A", "bf16_native": True, "threads": 2, "precision": "bf16"}
+    s = machines_sentence({"stage_machines": {"01_x": a, "02_y": a, "03_z": a}, "one_machine": True,
+                           "up_to_date": {"01_x": True, "02_y": True, "03_z": False}})
+    assert "Not rerun with the current code: stage 03 " in s
+    s = machines_sentence({"stage_machines": {"01_x": a}, "one_machine": True, "up_to_date": {"01_x": True}})
+    assert "Not rerun" not in s
