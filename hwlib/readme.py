@@ -61,6 +61,12 @@ def results_table(gen_dir=None) -> str:
                     f"{part('04_keypoint_training', '05_ablations', '06_failure_cases'):.1f} min |")
         rows.append(f"| whole report, notebook time | — | {pipe['total_seconds'] / 60:.1f} min ({pipe['machine']['cpu']}, "
                     f"{pipe['machine']['threads']} threads) |")
+        stale = [n for n, ok in (pipe.get("up_to_date") or {}).items() if not ok]
+        if stale:
+            rows.append("")
+            rows.append(f"Not rerun with the current code: {', '.join(f'`{n}`' for n in stale)} — its rows come from "
+                        "an earlier run (the next `make report` reruns it). Stage times come from the machines in "
+                        "`pipeline.json` → `stage_machines`, which need not be one.")
     return "\n".join(rows)
 
 
