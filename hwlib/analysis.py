@@ -147,3 +147,55 @@ def rates_by_attribute(types: dict, values: np.ndarray, edges, labels, keypoints
             v = types[t][sel][:, list(keypoints)]
             out[t].append(float(v.mean()) if v.size else float("nan"))
     return out
+
+
+# ----------------------------------------------------------------------------- dataset statistics
+def data_statistics(targets, keypoint_meta: dict | None = None, buckets=SIZE_BUCKETS) -> dict:
+    """Statistics of a detection sample and a stick-figure sample (notebook 01 and the report's ``\\Data*``
+    macros).
+
+    Args:
+        targets (list[dict]): one dict per detection image with ``"boxes"`` (``Tensor[M, 4]`` x1, y1, x2, y2
+            in pixels) and ``"labels"`` (``Tensor[M]`` class indices into :data:`~hwlib.config.CLASS_NAMES`).
+        keypoint_meta (dict, optional): the ``meta`` of :func:`hwlib.data.make_keypoint_data` (``return_meta=True``):
+            per-figure arrays ``"hard"`` (0 normal, 1 hands together, 2 hands on torso), ``"ambiguous"``
+            (bool) and ``"hand_distance"`` (pixels). Without it the ``kp_*`` entries are left out.
+        buckets (tuple[float, float]): size boundaries small | medium | large of :func:`size_bucket`,
+            normally ``profile.detector.size_buckets``.
+
+    Returns:
+        dict: ``n_images``; ``objects_per_image`` (mean) and ``objects_per_image_range`` ``[min, max]``;
+        ``class_counts`` ``{class: objects}``; ``size_range`` ``{class: [min, max]}`` of the object size
+        sqrt(w*h) in pixels (``[nan, nan]`` for a class with no object); ``generator_size_range`` (the
+        generator's ranges, :data:`hwlib.data.CLASS_SIZE_RANGES`); ``bucket_share`` ``{small, medium,
+        large: share of all objects}``; ``kp_hard_share`` (share of figures with a hard pose);
+        ``kp_ambiguous_share``; ``kp_hand_distance_median`` (pixels). Plain Python numbers throughout.
+    """
+    from .data import CLASS_SIZE_RANGES
+
+    per_image = np.array([len(t["labels"]) for t in targets], dtype=np.int64)
+    sizes = (np.concatenate([_gt_sizes([t])[0] for t in targets]) if targets else np.zeros(0)).astype(float)
+    labels = np.concatenate([t["labels"].numpy() for t in targets]) if targets else np.zeros(0, dtype=np.int64)
+    bucket = size_bucket(sizes, buckets)
+    share = lambda sel: float(sel.mean()) if sel.size else float("nan")  # noqa: E731
+    size_range = {}
+    for c, name in enumerate(CLASS_NAMES):
+        s = sizes[labels == c]
+        size_range[name] = [float(s.min()), float(s.max())] if s.size else [float("nan"), float("nan")]
+    out = {
+        "n_images": len(targets),
+        "objects_per_image": share(per_image),
+        "objects_per_image_range": [int(per_image.min()), int(per_image.max())] if per_image.size else [0, 0],
+        "class_counts": {n: int((labels == c).sum()) for c, n in enumerate(CLASS_NAMES)},
+        "size_range": size_range,
+        "generator_size_range": {CLASS_NAMES[c]: [float(v) for v in r] for c, r in CLASS_SIZE_RANGES.items()},
+        "bucket_share": {b: share(bucket == i) for i, b in enumerate(BUCKETS)},
+    }
+    if keypoint_meta is None:
+        return out
+    return {
+        **out,
+        "kp_hard_share": share(np.asarray(keypoint_meta["hard"]) > 0),
+        "kp_ambiguous_share": share(np.asarray(keypoint_meta["ambiguous"])),
+        "kp_hand_distance_median": float(np.median(np.asarray(keypoint_meta["hand_distance"], dtype=float))),
+    }

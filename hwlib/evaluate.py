@@ -16,7 +16,8 @@ machine's bf16 support. Metrics:
   ``map_seed``, ``ap_standard`` and ``ap_seed`` (dicts per class name);
 - keypoint models: PCK at 0.05 ... 0.2 of the ground-truth keypoints' bounding-box diagonal
   (``pck_0.05`` ...), PCK@0.05 with the torso norm, PCK@0.05 per keypoint and the mean error in
-  pixels; heatmap models are decoded with DARK for these keys, and argmax as ``pck_argmax_*``.
+  pixels; heatmap models are decoded with DARK for these keys, and their other decodings (argmax) have the
+  same keys under ``decodings``.
 
 A missing, truncated, corrupt or foreign checkpoint ends the command with one line on stderr naming
 the file, and exit code 2.
@@ -152,22 +153,22 @@ def _chunks(n: int, size: int, progress: bool, desc: str):
 
 
 def _evaluate_detector(model, cfg, n, seed, progress, chunk):
-    from .experiments import detection_data, detector_run_metrics, predict_detector
+    from .experiments import detection_data, detector_metrics, predict_detector
 
     images, targets = detection_data(n, seed, cfg.size_mode)
     preds = []
     for s in _chunks(n, chunk, progress, "evaluate detector"):
         preds += predict_detector(model, images[s:s + chunk], cfg, conf=STANDARD_CONF, device="cpu",
                                   precision="fp32")
-    metrics = detector_run_metrics(preds, list(targets), cfg)
+    metrics = detector_metrics(preds, list(targets), cfg)
     saved = {"predictions": [{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds],
              "targets": [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]}
     return metrics, saved
 
 
 def _evaluate_keypoints(model, method, cfg, n, seed, progress, chunk):
-    from .experiments import keypoint_data, predict_keypoints
-    from .metrics import mean_pixel_error, pck, pck_per_keypoint
+    from . import keypoints as kp
+    from .experiments import keypoint_data, keypoint_metrics, predict_keypoints
 
     images, gt, _ = keypoint_data(n, seed, cfg.hard_fraction)
     parts: dict = {}
@@ -176,16 +177,11 @@ def _evaluate_keypoints(model, method, cfg, n, seed, progress, chunk):
                                         precision="fp32").items():
             parts.setdefault(key, []).append(p)
     preds = {key: torch.cat(v) for key, v in parts.items()}
-    pred = preds["heatmap_dark"] if method == "heatmap" else preds[method]
-    metrics = {f"pck_{tau:g}": v for tau, v in pck(pred, gt).items()}
-    metrics["pck_torso_0.05"] = pck(pred, gt, (0.05,), norm="torso")[0.05]
-    metrics["pck_per_keypoint_0.05"] = dict(zip(KEYPOINT_NAMES, pck_per_keypoint(pred, gt, 0.05).tolist()))
-    metrics["mean_px_error"] = float(mean_pixel_error(pred, gt).mean())
-    saved = {"pred": pred, "gt": gt.clone()}
-    if method == "heatmap":
-        metrics["decoding"] = "dark"
-        metrics.update({f"pck_argmax_{tau:g}": v for tau, v in pck(preds["heatmap_argmax"], gt).items()})
-        saved["pred_argmax"] = preds["heatmap_argmax"]
+    head = kp.headline_decoding(method)
+    metrics = keypoint_metrics(method, preds, gt)
+    metrics["decoding"] = head
+    saved = {"pred": preds[head], "gt": gt.clone()}
+    saved.update({f"pred_{d}": p for d, p in preds.items() if d != head})
     return metrics, saved
 
 
@@ -202,7 +198,7 @@ def evaluate_checkpoint(path, seed: int = TEST_SPLIT_SEED, n: int = N_TEST, pred
             "labels" int64 [D]} per image, decoded at confidence 0.001], "targets": [{"boxes" float32
             [M, 4] xyxy px, "labels" int64 [M]} per image]}``; keypoint models ``{"pred": float32
             [N, 5, 2], "gt": float32 [N, 5, 2]}`` (x, y) in image pixels (heatmap models: DARK
-            decoding, and argmax as ``"pred_argmax"``). Both also hold ``"meta"`` (checkpoint, seed, n).
+            decoding, and each other decoding as ``"pred_<decoding>"``, e.g. ``"pred_heatmap_argmax"``). Both also hold ``"meta"`` (checkpoint, seed, n).
         progress: a tqdm bar on stderr over chunks of ``chunk`` images.
         chunk: images per progress step.
 
@@ -212,7 +208,7 @@ def evaluate_checkpoint(path, seed: int = TEST_SPLIT_SEED, n: int = N_TEST, pred
         per-bucket recall of :func:`hwlib.experiments.detector_run_metrics`; keypoint models
         ``pck_0.05``, ``pck_0.1``, ``pck_0.15``, ``pck_0.2`` (bbox-diagonal norm), ``pck_torso_0.05``,
         ``pck_per_keypoint_0.05`` (``{keypoint name: PCK}``), ``mean_px_error`` (pixels), and for
-        heatmap models ``pck_argmax_*`` and ``decoding``; always ``checkpoint``, ``sha256``, ``seed``,
+        the headline ``decoding`` and, for heatmap models, ``decodings`` (``{name: the same keys}``); always ``checkpoint``, ``sha256``, ``seed``,
         ``n``, ``task``, ``method`` (keypoint method, or the detector's head variant), ``model``,
         ``eval_split`` (``"test"`` at the default seed, else ``"seed <S>"``), ``device``, ``precision``.
 
@@ -263,8 +259,9 @@ def format_table(result: dict) -> str:
     main = result.get("decoding", result["method"])
     rows.append(f"{main:<10} " + " ".join(f"{f(result[f'pck_{t}']):>8}" for t in taus)
                 + f" {f(result['pck_torso_0.05']):>9} {result['mean_px_error']:>7.2f}")
-    if "pck_argmax_0.05" in result:
-        rows.append(f"{'argmax':<10} " + " ".join(f"{f(result[f'pck_argmax_{t}']):>8}" for t in taus))
+    for name, m in result.get("decodings", {}).items():
+        rows.append(f"{name:<10} " + " ".join(f"{f(m[f'pck_{t}']):>8}" for t in taus)
+                    + f" {f(m['pck_torso_0.05']):>9} {m['mean_px_error']:>7.2f}")
     per_kp = "  ".join(f"{k} {f(v)}" for k, v in result["pck_per_keypoint_0.05"].items())
     return head + "\n".join(rows) + f"\nPCK@0.05 per keypoint ({main}): {per_kp}"
 

@@ -11,17 +11,17 @@ import dataclasses
 import functools
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import detector as det
 from . import keypoints as kp
-from .config import CLASS_NAMES, SPLIT_SEEDS, DetectorConfig, KeypointConfig, train_data_seed
+from .config import CLASS_NAMES, KEYPOINT_NAMES, SPLIT_SEEDS, DetectorConfig, KeypointConfig, train_data_seed
 from .data import make_detection_data, make_keypoint_data
-from .metrics import evaluate_detections, match_detections, pck
-from .report import to_jsonable
-from .train import autocast, fit, load_checkpoint, pick_device, resolve_precision
+from .metrics import evaluate_detections, keypoint_errors, mean_pixel_error, pck, pck_per_keypoint
+from .train import autocast, fit, pick_device, resolve_precision
 
 VAL_SEED = SPLIT_SEEDS["val"]     # validation images: the same for every run and arm
 TEST_SEED = SPLIT_SEEDS["test"]   # the held-out test split: reported numbers only (never a choice)
@@ -127,14 +127,11 @@ def filter_confidence(preds, conf: float):
 
 
 def detection_metrics(preds, targets, cfg: DetectorConfig) -> dict:
-    """Both protocols: standard (conf >= ``conf_standard``) and seed (conf >= ``conf_seed``)."""
+    """Validation mAP under both protocols, flat (a training log's evaluation): ``map_standard`` (conf >=
+    ``conf_standard``) and ``map_seed`` (conf >= ``conf_seed``)."""
     std = evaluate_detections([_core(p) for p in preds], targets)
     seed = evaluate_detections([_core(p) for p in filter_confidence(preds, cfg.conf_seed)], targets)
-    out = {"map_standard": std["map"], "map_seed": seed["map"]}
-    for name, a, b in zip(CLASS_NAMES, std["ap"], seed["ap"]):
-        out[f"ap_standard_{name}"] = a
-        out[f"ap_seed_{name}"] = b
-    return out
+    return {"map_standard": std["map"], "map_seed": seed["map"]}
 
 
 def _core(p):
@@ -203,8 +200,10 @@ def keypoint_batches(images, keypoints, batch_size: int):
 @torch.no_grad()
 def predict_keypoints(model, method: str, images, cfg: KeypointConfig, batch_size: int = 200,
                       device: str = "auto", precision: str = "auto", return_heatmaps: bool = False) -> dict:
-    """Keypoints ``[N, 5, 2]`` in image pixels per decoding: ``{"heatmap_argmax", "heatmap_dark"}`` for the
-    heatmap model, ``{method}`` for regression and integral models."""
+    """Keypoints of images ``[N, 1, 128, 128]`` for every decoding of ``method`` in
+    :data:`hwlib.keypoints.DECODINGS`: ``{decoding name: Tensor[N, 5, 2]}`` (x, y) image pixels, e.g.
+    ``{"heatmap_dark", "heatmap_argmax"}`` for a heatmap model. With ``return_heatmaps`` also the raw
+    outputs under ``"heatmaps"`` (``[N, 5, H, H]``, heatmap models only)."""
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
     was_training = model.training
@@ -215,13 +214,18 @@ def predict_keypoints(model, method: str, images, cfg: KeypointConfig, batch_siz
             outs.append(model(images[s:s + batch_size].to(dev)).float().cpu())
     model.train(was_training)
     out = torch.cat(outs) if outs else torch.zeros(0, 5, 2)
-    codec = kp.codec_for(method, cfg)
-    if method == "heatmap":
-        res = {"heatmap_argmax": codec.decode(out, "argmax"), "heatmap_dark": codec.decode(out, "dark")}
-        if return_heatmaps:
-            res["heatmaps"] = out
-        return res
-    return {method: codec.decode(out)}
+    res = kp.decode_outputs(method, out, cfg)
+    if return_heatmaps and out.dim() == 4:
+        res["heatmaps"] = out
+    return res
+
+
+def heatmap_mse(outputs, keypoints, cfg: KeypointConfig) -> float:
+    """The seed's criterion: mean squared error between a heatmap model's outputs ``[N, 5, H, H]`` (as
+    target-unit maps, :func:`hwlib.keypoints.heatmaps_as_targets`) and the Gaussian targets of ``keypoints``
+    ``[N, 5, 2]`` (image px). Not comparable across heatmap sizes or sigmas."""
+    target = kp.encode_heatmaps(keypoints, 128, cfg.heatmap_size, cfg.sigma)
+    return float(((kp.heatmaps_as_targets(outputs, cfg) - target) ** 2).mean())
 
 
 def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_dir: str | Path | None = None,
@@ -239,14 +243,9 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
     def evaluate(m):
         preds = predict_keypoints(m, method, val_images, cfg, device=device, precision=precision,
                                   return_heatmaps=True)
-        out = {}
+        out = {f"pck_{tau:g}": v for tau, v in pck(preds[kp.headline_decoding(method)], val_kps).items()}
         if "heatmaps" in preds:
-            # the seed's criterion, kept for the ablations: validation MSE of the predicted heatmaps
-            target = kp.encode_heatmaps(val_kps, 128, cfg.heatmap_size, cfg.sigma)
-            out["val_mse"] = float(((kp.heatmaps_as_targets(preds.pop("heatmaps"), cfg) - target) ** 2).mean())
-        for key, p in preds.items():
-            for tau, v in pck(p, val_kps).items():
-                out[f"pck_{key}_{tau:g}"] = v
+            out["heatmap_mse"] = heatmap_mse(preds["heatmaps"], val_kps, cfg)
         return out
 
     ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
@@ -259,119 +258,246 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
     return model, hist
 
 
-# ----------------------------------------------------------------------------- arms (ablations)
-def summarize(runs: list[dict]) -> dict:
-    """Mean and sample std over seeds of every numeric leaf: ``{k: mean, k + "_std": std}`` (nested dicts
-    too), and ``"seeds"``: how many runs."""
-    return {**_mean_std(runs), "seeds": len(runs)}
+# ----------------------------------------------------------------------------- records: models and arms
+def split_seed(split: str) -> int:
+    """The data seed of an evaluation split: ``"val"`` (curves, every choice) or ``"test"`` (reported numbers)."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"split must be one of {tuple(SPLIT_SEEDS)}, got {split!r}")
+    return SPLIT_SEEDS[split]
 
 
-def _mean_std(runs: list[dict]) -> dict:
-    out = {}
-    for k in runs[0]:
-        vals = [r[k] for r in runs]
-        if isinstance(vals[0], dict):
-            sub = _mean_std(vals)
-            out[k] = {kk: v for kk, v in sub.items() if not kk.endswith("_std")}
-            out[k + "_std"] = {kk[:-4]: v for kk, v in sub.items() if kk.endswith("_std")}
-        elif isinstance(vals[0], (int, float, np.floating, np.integer)) and not isinstance(vals[0], bool):
-            a = np.asarray(vals, dtype=float)
-            out[k] = float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
-            out[k + "_std"] = float(np.nanstd(a, ddof=1)) if len(a) > 1 else 0.0
-        elif isinstance(vals[0], (list, np.ndarray)):
-            a = np.asarray(vals, dtype=float)
-            out[k] = a.mean(0).tolist()
-            out[k + "_std"] = (a.std(0, ddof=1) if len(a) > 1 else np.zeros_like(a[0])).tolist()
-    return out
+def detector_metrics(preds, targets, cfg: DetectorConfig) -> dict:
+    """One detector's metrics for a record, under both protocols (SPEC §3, §7).
 
+    Args:
+        preds: per image ``{"boxes" [M, 4] xyxy px, "scores" [M], "labels" [M], "heads" [M]}`` decoded at
+            ``cfg.conf_standard`` (the seed protocol's cut is applied here).
+        targets: per image ``{"boxes" [G, 4] xyxy px, "labels" [G]}``.
 
-def detector_run_metrics(preds, targets, cfg: DetectorConfig) -> dict:
-    """Per-class AP and mAP under both protocols, nested as in the report JSON, plus the head x bucket
-    TP table (seed protocol) and per-bucket recall (standard protocol)."""
+    Returns:
+        ``map_standard``, ``map_seed``, ``ap_standard`` / ``ap_seed`` (``{class: AP}``), ``tp_share_seed``
+        (``[3 heads][3 size buckets]``: each head's true positives under the seed protocol as a share of the
+        bucket's ground truth), ``recall_seed`` / ``recall_standard`` (``[3 buckets]``).
+    """
     from .analysis import head_bucket_table
 
-    m = detection_metrics(preds, targets, cfg)
+    std = evaluate_detections([_core(p) for p in preds], targets)
     seed_preds = filter_confidence(preds, cfg.conf_seed)
+    seed = evaluate_detections([_core(p) for p in seed_preds], targets)
     tb_seed = head_bucket_table(seed_preds, targets, cfg.size_buckets)
     tb_std = head_bucket_table(preds, targets, cfg.size_buckets)
-    return {"map_standard": m["map_standard"], "map_seed": m["map_seed"],
-            "ap_standard": {n: m[f"ap_standard_{n}"] for n in CLASS_NAMES},
-            "ap_seed": {n: m[f"ap_seed_{n}"] for n in CLASS_NAMES},
-            "tp_table_seed": tb_seed["tp"].tolist(), "recall_seed": tb_seed["recall"].tolist(),
+    share = tb_seed["tp"] / np.maximum(tb_seed["n_gt"], 1)[None, :]
+    return {"map_standard": std["map"], "map_seed": seed["map"],
+            "ap_standard": dict(zip(CLASS_NAMES, std["ap"])), "ap_seed": dict(zip(CLASS_NAMES, seed["ap"])),
+            "tp_share_seed": share.tolist(), "recall_seed": tb_seed["recall"].tolist(),
             "recall_standard": tb_std["recall"].tolist()}
 
 
-def run_detector_arms(base: DetectorConfig, arms: dict, seeds: int, run_dir=None, decode_arms: dict | None = None,
-                      pretrained: dict | None = None, progress: bool = True, device: str = "auto",
-                      precision: str = "auto"):
-    """Train every arm (``name -> DetectorConfig overrides``) for ``seeds`` seeds on the same data and
-    evaluate on the same validation images. ``decode_arms`` (``name -> (trained arm, decoding overrides)``)
-    re-decode an already trained arm's models (no retraining). ``pretrained`` (``(arm, seed) -> checkpoint``)
-    reuses a model trained elsewhere with that arm's config and seed (its training seconds come from the
-    checkpoint's metrics if recorded). Returns ``(summary, per_run)``."""
-    val_images, val_targets = None, None
-    per_run, models = {}, {}
-    for name, over in arms.items():
-        cfg = dataclasses.replace(base, **over)
-        val_images, val_targets = detection_data(cfg.n_val, VAL_SEED, cfg.size_mode)
-        per_run[name] = []
-        for s in range(seeds):
-            ckpt = (pretrained or {}).get((name, s))
-            if ckpt is not None:
-                payload = load_checkpoint(ckpt)
-                if payload["config"] != to_jsonable(dataclasses.asdict(cfg)):
-                    raise ValueError(f"checkpoint {ckpt} was trained with another config than arm {name!r}")
-                model = build_detector(cfg)
-                load_checkpoint(ckpt, model)
-                train_seconds = payload["extra"].get("train_seconds", float("nan"))
-            else:
-                model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{name}_s{s}", device=device,
-                                             precision=precision, progress=progress, validate=False)
-                train_seconds = hist.train_seconds
-            preds = predict_detector(model, val_images, cfg, device=device, precision=precision)
-            r = detector_run_metrics(preds, val_targets, cfg)
-            r["train_seconds"] = train_seconds
-            per_run[name].append(r)
-            models[(name, s)] = (model, cfg)
-    for name, (src, over) in (decode_arms or {}).items():
-        per_run[name] = []
-        for s in range(seeds):
-            model, cfg = models[(src, s)]
-            cfg = dataclasses.replace(cfg, **over)
-            preds = predict_detector(model, val_images, cfg, device=device, precision=precision)
-            r = detector_run_metrics(preds, val_targets, cfg)
-            r["train_seconds"] = per_run[src][s]["train_seconds"]
-            per_run[name].append(r)
-    return {name: summarize(runs) for name, runs in per_run.items()}, per_run
+def keypoint_metrics(method: str, preds: dict, gt) -> dict:
+    """One keypoint model's metrics for a record (SPEC §7).
 
+    Args:
+        method: ``"heatmap"``, ``"regression"`` or ``"integral"``.
+        preds: ``{decoding name: Tensor[N, 5, 2]}`` (x, y) image px, as :func:`predict_keypoints` returns.
+        gt: ``Tensor[N, 5, 2]`` ground truth (x, y) image px.
 
-def keypoint_run_metrics(preds: dict, gt) -> dict:
-    """PCK at the four thresholds for every decoding in ``preds``, flat keys ``pck_<decoding>_<tau>``."""
-    out = {}
-    for key, p in preds.items():
-        short = key.replace("heatmap_", "")
-        for tau, v in pck(p, gt).items():
-            out[f"pck_{short}_{tau:g}"] = v
+    Returns:
+        the headline decoding's ``pck_<tau>`` (bbox-diagonal norm, tau in 0.05 .. 0.2), ``pck_torso_<tau>``,
+        ``pck_per_keypoint_0.05`` (``{keypoint: PCK}``), ``mean_px_error`` and ``mean_px_error_per_keypoint``;
+        the method's other decodings, the same keys, under ``"decodings"`` (``{name: {...}}``).
+    """
+    def one(p):
+        out = {f"pck_{t:g}": v for t, v in pck(p, gt).items()}
+        out.update({f"pck_torso_{t:g}": v for t, v in pck(p, gt, norm="torso").items()})
+        out["pck_per_keypoint_0.05"] = dict(zip(KEYPOINT_NAMES, pck_per_keypoint(p, gt, 0.05).tolist()))
+        err = mean_pixel_error(p, gt)
+        out["mean_px_error"] = float(err.mean())
+        out["mean_px_error_per_keypoint"] = dict(zip(KEYPOINT_NAMES, err.tolist()))
+        return out
+
+    head = kp.headline_decoding(method)
+    out = one(preds[head])
+    others = {d: one(p) for d, p in preds.items() if d != head and d in kp.DECODINGS}
+    if others:
+        out["decodings"] = others
     return out
 
 
-def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None, progress: bool = True,
-                      device: str = "auto", precision: str = "auto"):
-    """Heatmap-model ablation: every arm (``name -> KeypointConfig overrides``) for ``seeds`` seeds on the
-    same data, judged by PCK in image pixels (argmax and DARK) and by the seed's validation heatmap MSE."""
-    per_run = {}
+def decoding_metrics(record: dict, decoding: str, stat: str = "mean") -> dict:
+    """A record's (JSON) metrics of one decoding: the top level for the headline decoding, else
+    ``record[stat]["decodings"][decoding]``. ``stat``: ``"mean"``, ``"std"`` or ``"ci95"``."""
+    d = kp.DECODINGS[decoding]
+    if kp.headline_decoding(d.method) == decoding:
+        return record[stat]
+    return record[stat]["decodings"][decoding]
+
+
+def model_cost(model: torch.nn.Module, input_shape, batch_size: int = 32, repeats: int = 5) -> dict:
+    """``params``, ``gflops`` (per image, one forward pass, counted by ``torch.utils.flop_counter``) and
+    ``infer_ms`` (fp32 eval forward per image, median of ``repeats`` batches on this machine's CPU).
+
+    Args:
+        input_shape: one image's shape, e.g. ``(1, 128, 128)``.
+    """
+    import time
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model = model.eval().float().cpu()
+    x = torch.zeros(batch_size, *input_shape)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            model(x[:1])
+        model(x)                                     # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    model.train(was_training)
+    return {"params": int(sum(p.numel() for p in model.parameters())), "gflops": fc.get_total_flops() / 1e9,
+            "infer_ms": float(np.median(times)) * 1e3 / batch_size}
+
+
+def _seeds_of(seeds, name) -> list:
+    n = seeds.get(name, 1) if isinstance(seeds, dict) else seeds
+    return list(range(n)) if isinstance(n, int) else list(n)
+
+
+@dataclasses.dataclass
+class Runs:
+    """What a set of trained models leaves: a :class:`~hwlib.results.Record` per model or arm, the validation
+    histories (``{name: [History per seed]}``, empty lists where not validated), the trained models
+    (``{(name, seed): (model, cfg)}``) and the evaluation data (``images``, ``targets``)."""
+
+    records: dict
+    histories: dict
+    models: dict
+    images: Any = None
+    targets: Any = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {name: r.to_json() for name, r in self.records.items()}
+
+
+def _with_baseline(records: dict, baseline: str | None) -> dict:
+    if baseline is None or baseline not in records:
+        return records
+    return {n: r if n == baseline else r.with_baseline(records[baseline]) for n, r in records.items()}
+
+
+def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix: str = "", split: str = "test",
+                  n_eval: int | None = None, validate: bool = False, decode_arms: dict | None = None,
+                  baseline: str | None = "baseline", setting: str | None = None, progress: bool = True,
+                  device: str = "auto", precision: str = "auto") -> Runs:
+    """Train every arm (``name -> DetectorConfig overrides`` of ``base``) for its seeds on the same training
+    streams and evaluate each on the same ``split`` images; one :class:`~hwlib.results.Record` per arm.
+
+    Args:
+        seeds: number of seeds for every arm, or ``{arm: number}``.
+        prefix: checkpoint names ``<run_dir>/<prefix><arm>_s<seed>.pt``.
+        n_eval: evaluation images (default ``base.n_val``).
+        validate: log validation mAP every ``eval_every`` steps (curves, plateau verdict).
+        decode_arms: ``name -> (trained arm, decoding overrides)``: re-decode a trained arm's models
+            (``s3_conf``, ``nms_iou``, ...) without training.
+        baseline: the arm every other arm is paired with (``paired_diff``); ``None`` for no pairing.
+    """
+    from .results import Record, plateau
+
+    images, targets = detection_data(n_eval or base.n_val, split_seed(split), base.size_mode)
+    records, histories, models = {}, {}, {}
     for name, over in arms.items():
         cfg = dataclasses.replace(base, **over)
-        val_images, val_kps, _ = keypoint_data(cfg.n_val, VAL_SEED, cfg.hard_fraction)
-        per_run[name] = []
-        for s in range(seeds):
+        if cfg.size_mode != base.size_mode:
+            raise ValueError(f"arm {name!r}: every arm is evaluated on the same images (size_mode {base.size_mode!r})")
+        runs, secs, hists, ss = [], [], [], _seeds_of(seeds, name)
+        for s in ss:
+            model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{prefix}{name}_s{s}", device=device,
+                                         precision=precision, progress=progress, validate=validate)
+            runs.append(detector_metrics(predict_detector(model, images, cfg, device=device, precision=precision),
+                                         targets, cfg))
+            secs.append(hist.train_seconds)
+            hists.append(hist)
+            models[(name, s)] = (model, cfg)
+        histories[name] = hists if validate else []
+        records[name] = Record(ss, runs, secs, [cfg.steps * cfg.batch_size] * len(ss),
+                               plateau=plateau(hists, "map_standard") if validate else None, setting=setting)
+    for name, (src, over) in (decode_arms or {}).items():
+        runs, ss = [], records[src].seeds
+        for s in ss:
+            model, cfg = models[(src, s)]
+            cfg = dataclasses.replace(cfg, **over)
+            runs.append(detector_metrics(predict_detector(model, images, cfg, device=device, precision=precision),
+                                         targets, cfg))
+        records[name] = dataclasses.replace(records[src], per_seed_metrics=runs, paired_diff=None)
+    return Runs(_with_baseline(records, baseline), histories, models, images, targets)
+
+
+def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None, prefix: str = "",
+                         split: str = "test", n_eval: int | None = None, validate: bool = True,
+                         progress: bool = True, device: str = "auto", precision: str = "auto") -> Runs:
+    """Train every keypoint ``method`` for ``seeds`` seeds on the same data and evaluate on the same
+    ``split`` images: one record per method with every decoding's metrics (:func:`keypoint_metrics`),
+    the plateau verdict (validation PCK@0.05 of the headline decoding) and the model's ``params``,
+    ``gflops`` and ``infer_ms`` (:func:`model_cost`).
+
+    ``Runs.extra``: ``"errors"`` (``{decoding: float [seeds * N, 5]}`` normalized errors of every seed, for PCK
+    curves), ``"example_preds"`` (``{decoding: Tensor[N, 5, 2]}`` of seed 0) and ``"meta"`` (the split's pose
+    record). Checkpoints: ``<run_dir>/<prefix><method>_s<seed>.pt``.
+    """
+    from .results import Record, plateau
+
+    images, gt, meta = keypoint_data(n_eval or cfg.n_val, split_seed(split), cfg.hard_fraction)
+    records, histories, models = {}, {}, {}
+    errors, examples = {}, {}
+    for method in methods:
+        runs, secs, hists, ss = [], [], [], list(range(seeds))
+        for s in ss:
+            model, hist = train_keypoint_model(method, cfg, seed=s, run_dir=run_dir, name=f"{prefix}{method}_s{s}",
+                                               device=device, precision=precision, progress=progress,
+                                               validate=validate)
+            preds = predict_keypoints(model, method, images, cfg, device=device, precision=precision)
+            runs.append(keypoint_metrics(method, preds, gt))
+            secs.append(hist.train_seconds)
+            hists.append(hist)
+            models[(method, s)] = (model, cfg)
+            for d, p in preds.items():
+                errors.setdefault(d, []).append(keypoint_errors(p, gt).numpy())
+                if s == 0:
+                    examples[d] = p
+        steps = cfg.regression_steps if method == "regression" and cfg.regression_steps else cfg.steps
+        histories[method] = hists if validate else []
+        records[method] = Record(ss, runs, secs, [steps * cfg.batch_size] * len(ss),
+                                 plateau=plateau(hists, "pck_0.05") if validate else None,
+                                 extra=model_cost(models[(method, 0)][0], tuple(images.shape[1:])))
+    extra = {"errors": {d: np.concatenate(e) for d, e in errors.items()}, "example_preds": examples, "meta": meta}
+    return Runs(records, histories, models, images, gt, extra)
+
+
+def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None, split: str = "test",
+                      n_eval: int | None = None, baseline: str | None = None, setting: str | None = None,
+                      progress: bool = True, device: str = "auto", precision: str = "auto") -> Runs:
+    """Heatmap-model ablation: every arm (``name -> KeypointConfig overrides`` of ``base``) for ``seeds`` seeds on
+    the same data, evaluated on the same ``split`` images by PCK in image pixels (every heatmap decoding) and
+    by the seed's heatmap MSE (``heatmap_mse``); arms paired with ``baseline`` (default: the first arm)."""
+    from .results import Record
+
+    images, gt, _ = keypoint_data(n_eval or base.n_val, split_seed(split), base.hard_fraction)
+    records, models = {}, {}
+    for name, over in arms.items():
+        cfg = dataclasses.replace(base, **over)
+        runs, secs, ss = [], [], list(range(seeds))
+        for s in ss:
             model, hist = train_keypoint_model("heatmap", cfg, seed=s, run_dir=run_dir, name=f"{name}_s{s}",
                                                device=device, precision=precision, progress=progress, validate=False)
-            preds = predict_keypoints(model, "heatmap", val_images, cfg, device=device, precision=precision,
+            preds = predict_keypoints(model, "heatmap", images, cfg, device=device, precision=precision,
                                       return_heatmaps=True)
-            hm = kp.heatmaps_as_targets(preds.pop("heatmaps"), cfg)
-            r = keypoint_run_metrics(preds, val_kps)
-            r["val_mse"] = float(((hm - kp.encode_heatmaps(val_kps, 128, cfg.heatmap_size, cfg.sigma)) ** 2).mean())
-            r["train_seconds"] = hist.train_seconds
-            per_run[name].append(r)
-    return {name: summarize(runs) for name, runs in per_run.items()}, per_run
+            r = keypoint_metrics("heatmap", preds, gt)
+            r["heatmap_mse"] = heatmap_mse(preds["heatmaps"], gt, cfg)
+            runs.append(r)
+            secs.append(hist.train_seconds)
+            models[(name, s)] = (model, cfg)
+        records[name] = Record(ss, runs, secs, [cfg.steps * cfg.batch_size] * len(ss), setting=setting)
+    return Runs(_with_baseline(records, baseline or next(iter(arms))), {}, models, images, gt)

@@ -20,6 +20,7 @@ whose receptive field covers the whole image):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -369,6 +370,53 @@ def codec_for(method: str, cfg):
     if method in ("regression", "integral"):
         return RegressionCodec()
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """One way of turning a keypoint model's output into image-pixel keypoints.
+
+    ``method``: the model it decodes (``"heatmap"``, ``"regression"``, ``"integral"``); ``codec_method``:
+    the argument of the codec's ``decode`` (``"argmax"``, ``"dark"``; ``None`` for coordinate outputs)."""
+
+    method: str
+    codec_method: str | None = None
+
+
+# Every decoding the report knows, by the one name used in results, tables and figures. The first
+# decoding listed for a method is its headline decoding (the record's top-level metrics); adding a
+# decoding is one entry here (and, for a new codec method, one branch in ``decode_heatmaps``).
+DECODINGS = {
+    "heatmap_dark": Decoding("heatmap", "dark"),
+    "heatmap_argmax": Decoding("heatmap", "argmax"),
+    "regression": Decoding("regression"),
+    "integral": Decoding("integral"),
+}
+
+
+def decodings_of(method: str) -> list[str]:
+    """Names of the decodings of a ``method`` model, its headline decoding first."""
+    names = [n for n, d in DECODINGS.items() if d.method == method]
+    if not names:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return names
+
+
+def headline_decoding(method: str) -> str:
+    """The decoding a ``method`` model is reported with (``"heatmap"`` -> ``"heatmap_dark"``)."""
+    return decodings_of(method)[0]
+
+
+def decode_outputs(method: str, outputs: torch.Tensor, cfg) -> dict:
+    """A ``method`` model's raw outputs -> ``{decoding name: keypoints Tensor[N, K, 2] (x, y) image px}`` for
+    every decoding of that method in :data:`DECODINGS`.
+
+    Args:
+        outputs: ``Tensor[N, K, H, W]`` (heatmap logits or maps) or ``Tensor[N, K, 2]`` normalized (x, y).
+        cfg: the model's :class:`hwlib.config.KeypointConfig` (heatmap size, sigma, loss).
+    """
+    codec = codec_for(method, cfg)
+    return {name: codec.decode(outputs, DECODINGS[name].codec_method) for name in decodings_of(method)}
 
 
 def heatmaps_as_targets(out: torch.Tensor, cfg) -> torch.Tensor:

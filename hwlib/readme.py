@@ -25,34 +25,44 @@ def results_table(gen_dir=None) -> str:
     det, sc, kp, pipe = load("02_detector_training"), load("03_scale_specialization"), load("04_keypoint_training"), load("pipeline")
     seed = SEED_RESULTS
     rows = ["| figure (AP per class: circle / square / triangle) | seed report | this study (`cpu` profile) |", "|---|---|---|"]
+    def pm(r, key, *sub):
+        m, sd = r["mean"][key], r["std"][key]
+        for k in sub:
+            m, sd = m[k], sd[k]
+        return f"{_f(m)} ± {_f(sd)}"
+
+    def seeds(r):
+        return f"{len(r['seeds'])} seed{'s' if len(r['seeds']) != 1 else ''}"
+
     if det:
-        ap = lambda d, p: " / ".join(_f(d[f"ap_{p}"][n]) for n in CLASS_NAMES)  # noqa: E731
-        rows.append(f"| detector mAP@0.5, seed protocol (conf ≥ 0.5), seed-exact network | {seed['detector']['map']:.3f} "
-                    f"(AP {' / '.join(f'{v:.3f}' for v in seed['detector']['ap'].values())}) | {_f(det['map_seed'])} (AP {ap(det, 'seed')}) |")
-        rows.append(f"| detector mAP@0.5, standard protocol (conf ≥ 0.001), seed-exact network | — | "
-                    f"{_f(det['map_standard'])} (AP {ap(det, 'standard')}) |")
-        rf = det["rf_aware"]
-        rf_arm = (sc or {}).get("arms", {}).get("rf_aware")
-        if rf_arm and rf_arm.get("setting") == "headline":
-            rows.append(f"| detector mAP@0.5, standard protocol, receptive-field-aware heads (mean ± std, {rf_arm['seeds']} seeds) | — | "
-                        f"{_f(rf_arm['map_standard'])} ± {_f(rf_arm['map_standard_std'])} (AP {ap(rf_arm, 'standard')}) |")
-        else:
-            rows.append(f"| detector mAP@0.5, standard protocol, receptive-field-aware heads | — | "
-                        f"{_f(rf['map_standard'])} (AP {ap(rf, 'standard')}) |")
-        rows.append(f"| detector training seconds (seed-exact / rf-aware) | — | {det['train_seconds']:.0f} / {rf['train_seconds']:.0f} |")
+        split = f"{det.get('eval_split', 'val')} split, {det.get('n_test', '?')} images"
+        se, rf = det["models"]["seed_exact"], det["models"]["rf_aware"]
+        ap = lambda r, p: " / ".join(_f(r["mean"][f"ap_{p}"][n]) for n in CLASS_NAMES)  # noqa: E731
+        rows.append(f"| detector mAP@0.5, seed protocol (conf ≥ 0.5), seed-exact network ({seeds(se)}, {split}) | "
+                    f"{seed['detector']['map']:.3f} (AP {' / '.join(f'{v:.3f}' for v in seed['detector']['ap'].values())}) | "
+                    f"{pm(se, 'map_seed')} (AP {ap(se, 'seed')}) |")
+        rows.append(f"| detector mAP@0.5, standard protocol (conf ≥ 0.001), seed-exact network ({seeds(se)}) | — | "
+                    f"{pm(se, 'map_standard')} (AP {ap(se, 'standard')}) |")
+        rows.append(f"| detector mAP@0.5, standard protocol, receptive-field-aware heads ({seeds(rf)}) | — | "
+                    f"{pm(rf, 'map_standard')} (AP {ap(rf, 'standard')}) |")
+        rows.append(f"| detector training seconds per seed (seed-exact / rf-aware) | — | "
+                    f"{sum(se['train_seconds']) / len(se['train_seconds']):.0f} / {sum(rf['train_seconds']) / len(rf['train_seconds']):.0f} |")
     if kp:
-        p = kp["pck"]
-        rows.append(f"| heatmap PCK@0.05 / @0.20 (DARK decoding) | {seed['keypoints']['heatmap']['0.05']:.2f} / "
-                    f"{seed['keypoints']['heatmap']['0.2']:.2f} (argmax) | {_f(p['heatmap_dark']['0.05'])} / {_f(p['heatmap_dark']['0.2'])} |")
-        rows.append(f"| heatmap PCK@0.05 / @0.20 (argmax) | — | {_f(p['heatmap_argmax']['0.05'])} / {_f(p['heatmap_argmax']['0.2'])} |")
-        rows.append(f"| regression PCK@0.05 / @0.20 | {seed['keypoints']['regression']['0.05']:.2f} / "
-                    f"{seed['keypoints']['regression']['0.2']:.2f} | {_f(p['regression']['0.05'])} / {_f(p['regression']['0.2'])} |")
-        rows.append(f"| integral regression PCK@0.05 / @0.20 | — | {_f(p['integral']['0.05'])} / {_f(p['integral']['0.2'])} |")
+        m = kp["methods"]
+        hm = m["heatmap"]
+        am = hm["mean"]["decodings"]["heatmap_argmax"]
+        rows.append(f"| heatmap PCK@0.05 / @0.20 (DARK decoding; {seeds(hm)}, {kp.get('eval_split', 'val')} split) | "
+                    f"{seed['keypoints']['heatmap']['0.05']:.2f} / {seed['keypoints']['heatmap']['0.2']:.2f} (argmax) | "
+                    f"{pm(hm, 'pck_0.05')} / {pm(hm, 'pck_0.2')} |")
+        rows.append(f"| heatmap PCK@0.05 / @0.20 (argmax) | — | {_f(am['pck_0.05'])} / {_f(am['pck_0.2'])} |")
+        rows.append(f"| regression PCK@0.05 / @0.20 (plateau reached: {m['regression']['plateau']['reached']}) | "
+                    f"{seed['keypoints']['regression']['0.05']:.2f} / {seed['keypoints']['regression']['0.2']:.2f} | "
+                    f"{pm(m['regression'], 'pck_0.05')} / {pm(m['regression'], 'pck_0.2')} |")
+        rows.append(f"| integral regression PCK@0.05 / @0.20 | — | {pm(m['integral'], 'pck_0.05')} / {pm(m['integral'], 'pck_0.2')} |")
     if sc:
-        cheap = [a for a in sc["arms"].values() if a.get("setting", "cheap") == "cheap"]
-        rows.append(f"| the seed's proposals and the receptive-field controls | proposed, not run | {len(cheap)} arms × "
-                    f"{sc['ablation_setting']['seeds']} seeds (width {sc['ablation_setting']['width']}, "
-                    f"{sc['ablation_setting']['steps']} steps) |")
+        s_ = sc["ablation_setting"]
+        rows.append(f"| the seed's proposals and the receptive-field controls | proposed, not run | {len(sc['arms'])} arms × "
+                    f"{s_['seeds']} seeds (width {s_['width']}, {s_['steps']} steps), paired with the baseline |")
     if pipe:
         st = pipe["stages"]
         part = lambda *names: sum(st.get(n, 0.0) for n in names) / 60  # noqa: E731

@@ -173,10 +173,10 @@ class History:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def first_reaching(self, key: str, goal: float) -> float | None:
-        """Training seconds at the first evaluation whose ``key`` is ``>= goal``; ``None`` if none did.
-        The answer is only as fine as the evaluation interval (an upper bound on the true time)."""
-        return next((e["seconds"] for e in self.evals if e.get(key, -math.inf) >= goal), None)
+    def first_reaching(self, key: str, goal: float, field: str = "seconds") -> float | None:
+        """Training seconds (``field="step"``: the step) at the first evaluation whose ``key`` is ``>= goal``;
+        ``None`` if none did. Only as fine as the evaluation interval (an upper bound on the true value)."""
+        return next((e[field] for e in self.evals if e.get(key, -math.inf) >= goal), None)
 
 
 class _WeightAverage:

@@ -4,7 +4,7 @@
 
     python -m hwlib.zoo [--run-dir runs/cpu] [--out models] [--n 1000]
 
-reads ``<run-dir>/{02_detector_seed, 02_detector_rf, 04_heatmap_s0, 04_regression_s0, 04_integral_s0}.pt``
+reads ``<run-dir>/{02_seed_exact_s0, 02_rf_aware_s0, 04_heatmap_s0, 04_regression_s0, 04_integral_s0}.pt``
 and writes ``<out>/{seed_exact, rf_aware, heatmap, regression, integral}.pt``: the same payload as
 :func:`hwlib.train.save_checkpoint` (so :func:`hwlib.train.load_checkpoint`,
 :func:`hwlib.experiments.load_detector` and :func:`hwlib.experiments.load_keypoint_model` read them),
@@ -38,7 +38,7 @@ from .report import atomic_write_bytes, atomic_write_text, to_jsonable
 from .train import CheckpointError
 
 # zoo name -> checkpoint of the cpu run (seed 0 of each headline model)
-ZOO = {"seed_exact": "02_detector_seed.pt", "rf_aware": "02_detector_rf.pt", "heatmap": "04_heatmap_s0.pt",
+ZOO = {"seed_exact": "02_seed_exact_s0.pt", "rf_aware": "02_rf_aware_s0.pt", "heatmap": "04_heatmap_s0.pt",
        "regression": "04_regression_s0.pt", "integral": "04_integral_s0.pt"}
 MAX_BYTES = 60_000_000           # the whole zoo, files together (SPEC: <= 60 MB)
 MANIFEST = "MANIFEST.json"
@@ -149,8 +149,8 @@ def export_zoo(run_dir=RUNS_DIR / "cpu", out_dir=REPO_ROOT / "models", names=tup
             result = evaluate_checkpoint(scratch_path, seed=seed, n=n, progress=progress)
             keys = DETECTOR_METRIC_KEYS if result["task"] == "detector" else KEYPOINT_METRIC_KEYS
             test = {k: result[k] for k in keys}
-            if "pck_argmax_0.05" in result:
-                test["pck_argmax_0.05"] = result["pck_argmax_0.05"]
+            if "decodings" in result:
+                test["decodings"] = result["decodings"]
             manifest[name] = {"file": f"{name}.pt", "sha256": result["sha256"], "config": payload["config"],
                               "test": test, "train_seconds": payload.get("extra", {}).get("train_seconds"),
                               "machine": machine, "model": payload["model"], "source": _rel(run_dir / ZOO[name]),

@@ -370,3 +370,82 @@ def test_assignment_statistics_matches_loop(n_images, seed, anchor_t, neighbours
                     ref[level, int(t["labels"][g])] += n
     out = assignment_statistics(targets, anchors, anchor_t, neighbours)
     np.testing.assert_allclose(out, ref / n_images, rtol=1e-12, atol=0)
+
+
+# ----------------------------------------------------------------------------- data_statistics
+def _stats_ref(targets, meta, bounds):
+    """Brute force: plain loops over every box, integer areas against squared integer boundaries."""
+    sizes = {n: [] for n in CLASS_NAMES}
+    buckets = [0, 0, 0]
+    counts = []
+    for t in targets:
+        counts.append(len(t["labels"]))
+        for i in range(len(t["labels"])):
+            b = _box(t, i)
+            sizes[CLASS_NAMES[int(t["labels"][i])]].append(math.sqrt((b[2] - b[0]) * (b[3] - b[1])))
+            buckets[_bucket_ref(b, bounds)] += 1
+    total = sum(counts)
+    hard = list(meta["hard"])
+    return {"n": len(targets), "mean": total / len(targets), "range": [min(counts), max(counts)],
+            "class_counts": {n: len(v) for n, v in sizes.items()},
+            "size_range": {n: [min(v), max(v)] if v else None for n, v in sizes.items()},
+            "bucket_share": {b: buckets[i] / total for i, b in enumerate(BUCKETS)} if total else None,
+            "hard": sum(h > 0 for h in hard) / len(hard),
+            "amb": sum(bool(a) for a in meta["ambiguous"]) / len(hard),
+            "median": sorted(meta["hand_distance"])[len(hard) // 2] if len(hard) % 2 else
+            (sorted(meta["hand_distance"])[len(hard) // 2 - 1] + sorted(meta["hand_distance"])[len(hard) // 2]) / 2}
+
+
+def _rand_boxes(draw_n, rng):
+    out = []
+    for _ in range(draw_n):
+        m = int(rng.integers(0, 5))
+        xy = rng.integers(0, 100, size=(m, 2))
+        wh = rng.integers(1, 120, size=(m, 2))
+        out.append(T(np.concatenate([xy, xy + wh], 1).tolist(), rng.integers(0, 3, size=m).tolist()))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 8), st.sampled_from([(39, 91), (20, 60), (50, 51)]))
+def test_data_statistics_brute_force(seed, n_img, bounds):
+    rng = np.random.default_rng(seed)
+    targets = _rand_boxes(n_img, rng)
+    meta = {"hard": rng.integers(0, 3, size=7), "ambiguous": rng.random(7) < 0.3,
+            "hand_distance": rng.integers(0, 40, size=7).astype(float)}
+    got = analysis.data_statistics(targets, meta, bounds)
+    ref = _stats_ref(targets, meta, bounds)
+    assert got["n_images"] == ref["n"]
+    assert got["objects_per_image"] == pytest.approx(ref["mean"])
+    assert got["objects_per_image_range"] == ref["range"]
+    assert got["class_counts"] == ref["class_counts"]
+    for n in CLASS_NAMES:
+        if ref["size_range"][n] is None:
+            assert all(math.isnan(v) for v in got["size_range"][n])
+        else:
+            assert got["size_range"][n] == pytest.approx(ref["size_range"][n], rel=1e-6)
+    if ref["bucket_share"] is not None:
+        assert got["bucket_share"] == pytest.approx(ref["bucket_share"])
+        assert sum(got["bucket_share"].values()) == pytest.approx(1.0)
+    assert got["kp_hard_share"] == pytest.approx(ref["hard"])
+    assert got["kp_ambiguous_share"] == pytest.approx(ref["amb"])
+    assert got["kp_hand_distance_median"] == pytest.approx(ref["median"])
+
+
+def test_data_statistics_hand_worked():
+    # sizes 10 (small), 39 (boundary -> medium), 100 (large), 50 (medium); 3 objects then 1 object
+    targets = [T([[0, 0, 10, 10], [0, 0, 39, 39], [0, 0, 100, 100]], [0, 1, 2]), T([[5, 5, 55, 55]], [1])]
+    meta = {"hard": np.array([0, 1, 2, 0]), "ambiguous": np.array([True, False, False, False]),
+            "hand_distance": np.array([1.0, 2.0, 3.0, 10.0])}
+    s = analysis.data_statistics(targets, meta, (39.0, 91.0))
+    assert s["n_images"] == 2 and s["objects_per_image"] == 2.0 and s["objects_per_image_range"] == [1, 3]
+    assert s["class_counts"] == {"circle": 1, "square": 2, "triangle": 1}
+    assert s["size_range"] == {"circle": [10.0, 10.0], "square": [39.0, 50.0], "triangle": [100.0, 100.0]}
+    assert s["bucket_share"] == {"small": 0.25, "medium": 0.5, "large": 0.25}
+    assert s["kp_hard_share"] == 0.5 and s["kp_ambiguous_share"] == 0.25 and s["kp_hand_distance_median"] == 2.5
+    assert s["generator_size_range"]["triangle"] == [96.0, 176.0]
+
+
+def test_data_statistics_without_keypoints():
+    s = analysis.data_statistics([T([[0, 0, 10, 10]], [0])], buckets=(39.0, 91.0))
+    assert not any(k.startswith("kp_") for k in s) and s["class_counts"]["circle"] == 1

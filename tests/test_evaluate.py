@@ -116,7 +116,7 @@ def test_keypoint_result_has_the_report_keys(ckpts, method):
         assert k in r, k
     assert list(r["pck_per_keypoint_0.05"]) == list(KEYPOINT_NAMES)
     assert (r["task"], r["method"]) == ("keypoint", method)
-    assert ("pck_argmax_0.05" in r) == (method == "heatmap")
+    assert ("decodings" in r) == (method == "heatmap")
     json.dumps(r)
 
 
@@ -193,7 +193,7 @@ def test_keypoint_predictions_file_rescored_independently(ckpts, tmp_path, capsy
     assert metrics["mean_px_error"] == pytest.approx(err, rel=1e-5)
     if method == "heatmap":
         argmax = kp.decode_heatmaps(raw, 128, method="argmax").numpy()
-        assert metrics["pck_argmax_0.05"] == pytest.approx(brute_pck(argmax, gt, 0.05).mean(), abs=1e-6)
+        assert metrics["decodings"]["heatmap_argmax"]["pck_0.05"] == pytest.approx(brute_pck(argmax, gt, 0.05).mean(), abs=1e-6)
     assert f"{metrics['pck_0.05']:.4f}" in printed
 
 
@@ -324,5 +324,5 @@ def test_zoo_over_budget_writes_nothing(zoo, tmp_path):
 
 
 def test_zoo_missing_source_is_named(tmp_path):
-    with pytest.raises(CheckpointError, match="02_detector_seed.pt"):
+    with pytest.raises(CheckpointError, match="02_seed_exact_s0.pt"):
         export_zoo(tmp_path, tmp_path / "models", names=["seed_exact"], n=2, progress=False)

@@ -1,36 +1,104 @@
-"""Experiment helpers: summaries over seeds, and arms that reuse a model trained elsewhere."""
+"""The experiment layer: records (SPEC §7) built from trained models, arms paired with their baseline,
+and the decoding registry that every keypoint result key comes from."""
 
 import dataclasses
 import math
 
+import numpy as np
 import pytest
+import torch
 
-from hwlib.config import load_profile
-from hwlib.experiments import run_detector_arms, summarize, train_detector
+import hwlib.keypoints as kp
+from hwlib.config import KEYPOINT_NAMES, load_profile
+from hwlib.experiments import (decoding_metrics, keypoint_metrics, predict_keypoints, run_detectors,
+                               run_keypoint_arms, run_keypoint_methods, split_seed)
+from hwlib.metrics import pck
 
 SMOKE = load_profile("smoke")
+RECORD_KEYS = {"seeds", "per_seed", "mean", "std", "ci95", "plateau", "train_seconds", "train_images"}
 
 
-def test_summarize_means_stds_and_seed_count_only_at_the_top():
-    runs = [{"map": 0.5, "ap": {"circle": 0.4, "square": 0.6}, "tp": [1, 2]},
-            {"map": 0.7, "ap": {"circle": 0.6, "square": 0.8}, "tp": [3, 4]}]
-    s = summarize(runs)
-    assert s["map"] == pytest.approx(0.6) and s["map_std"] == pytest.approx(math.sqrt(0.02))
-    assert s["ap"] == pytest.approx({"circle": 0.5, "square": 0.7})
-    assert s["ap_std"]["circle"] == pytest.approx(math.sqrt(0.02))
-    assert s["tp"] == [2.0, 3.0] and s["seeds"] == 2
-    assert "seeds" not in s["ap"] and "seeds" not in s["ap_std"]
+def test_run_detectors_records_pairs_and_decode_arms(tmp_path):
+    cfg = dataclasses.replace(SMOKE.det_ablation, steps=2)
+    runs = run_detectors(cfg, {"baseline": {}, "wide nms": {"nms_iou": 0.7}}, 2, run_dir=tmp_path, n_eval=8,
+                         decode_arms={"S3 conf 0.7": ("baseline", {"s3_conf": 0.7})}, setting="tiny",
+                         precision="fp32", progress=False)
+    rec = runs.to_json()
+    assert set(rec) == {"baseline", "wide nms", "S3 conf 0.7"}
+    for name, r in rec.items():
+        assert RECORD_KEYS <= set(r) and r["seeds"] == [0, 1] and r["setting"] == "tiny"
+        assert r["train_images"] == [cfg.steps * cfg.batch_size] * 2
+        assert set(r["mean"]["ap_standard"]) == {"circle", "square", "triangle"}
+        assert np.asarray(r["mean"]["tp_share_seed"]).shape == (3, 3)
+        assert ("paired_diff" in r) == (name != "baseline")
+    # a decode-only arm re-uses the baseline's models: nothing trained for it, same training seconds
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["baseline_s0.pt", "baseline_s1.pt", "wide nms_s0.pt",
+                                                               "wide nms_s1.pt"]
+    assert rec["S3 conf 0.7"]["train_seconds"] == rec["baseline"]["train_seconds"]
+    # paired difference = mean of per-seed differences (seed s with seed s)
+    d = np.subtract(rec["wide nms"]["per_seed"]["map_standard"], rec["baseline"]["per_seed"]["map_standard"])
+    assert rec["wide nms"]["paired_diff"]["map_standard"]["mean"] == pytest.approx(d.mean())
+    # evaluation on the held-out test split
+    assert runs.images.shape[0] == 8
+    with pytest.raises(ValueError, match="val.*test"):
+        split_seed("train")
 
 
-def test_pretrained_arm_is_evaluated_not_retrained(tmp_path):
-    cfg = SMOKE.det_ablation
-    _, hist = train_detector(cfg, seed=0, run_dir=tmp_path, name="given", precision="fp32", progress=False)
-    summary, per_run = run_detector_arms(cfg, {"arm": {}}, 1, run_dir=tmp_path / "arms",
-                                         pretrained={("arm", 0): tmp_path / "given.pt"}, precision="fp32", progress=False)
-    assert not (tmp_path / "arms").exists(), "nothing was trained"
-    assert per_run["arm"][0]["train_seconds"] == pytest.approx(hist.train_seconds)
-    assert per_run["arm"][0]["map_standard"] == pytest.approx(hist.evals[-1]["map_standard"])
-    other = dataclasses.replace(cfg, head="dilated")
-    with pytest.raises(ValueError, match="another config"):
-        run_detector_arms(other, {"arm": {}}, 1, pretrained={("arm", 0): tmp_path / "given.pt"}, precision="fp32",
-                          progress=False)
+def test_run_keypoint_methods_record_with_cost_and_plateau(tmp_path):
+    cfg = dataclasses.replace(SMOKE.keypoint, steps=2, eval_every=1)
+    runs = run_keypoint_methods(cfg, ("heatmap", "regression"), 2, run_dir=tmp_path, prefix="04_", n_eval=12,
+                                precision="fp32", progress=False)
+    rec = runs.to_json()
+    hm = rec["heatmap"]
+    assert RECORD_KEYS | {"params", "gflops", "infer_ms"} <= set(hm)
+    assert hm["params"] == sum(p.numel() for p in runs.models[("heatmap", 0)][0].parameters())
+    assert hm["gflops"] > 0 and hm["infer_ms"] > 0
+    assert set(hm["mean"]["pck_per_keypoint_0.05"]) == set(KEYPOINT_NAMES)
+    assert set(hm["mean"]["decodings"]) == {"heatmap_argmax"} and "decodings" not in rec["regression"]["mean"]
+    assert hm["plateau"]["reached"] in (True, False) and "last quarter" in hm["plateau"]["criterion"]
+    assert (tmp_path / "04_heatmap_s1.pt").exists() and len(runs.histories["heatmap"]) == 2
+    assert runs.extra["errors"]["heatmap_dark"].shape == (2 * 12, 5)
+    assert decoding_metrics(hm, "heatmap_argmax") is hm["mean"]["decodings"]["heatmap_argmax"]
+    assert decoding_metrics(hm, "heatmap_dark") is hm["mean"]
+
+
+def test_keypoint_arms_paired_with_the_first_arm(tmp_path):
+    cfg = dataclasses.replace(SMOKE.kp_ablation, steps=1)
+    runs = run_keypoint_arms(cfg, {"base": {}, "res 32": {"heatmap_size": 32}}, 2, run_dir=tmp_path, n_eval=8,
+                             precision="fp32", progress=False)
+    rec = runs.to_json()
+    assert "paired_diff" not in rec["base"] and "pck_0.05" in rec["res 32"]["paired_diff"]
+    assert "heatmap_mse" in rec["base"]["mean"]
+
+
+def test_keypoint_metrics_against_brute_force():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(20, 5, 2, generator=g) * 100 + 10
+    pred = gt + torch.randn(20, 5, 2, generator=g) * 3
+    m = keypoint_metrics("regression", {"regression": pred}, gt)
+    assert m["pck_0.05"] == pytest.approx(pck(pred, gt)[0.05])
+    err = (pred - gt).norm(dim=-1)
+    assert m["mean_px_error"] == pytest.approx(float(err.mean()), rel=1e-6)
+    diag = (gt.amax(1) - gt.amin(1)).norm(dim=-1)
+    ok = (err <= 0.05 * diag[:, None] * (1 + 1e-6)).float().mean(0)
+    assert [m["pck_per_keypoint_0.05"][k] for k in KEYPOINT_NAMES] == pytest.approx(ok.tolist())
+
+
+def test_a_registered_decoding_reaches_every_result(monkeypatch):
+    """Adding a decoding is one entry in DECODINGS: predictions, metrics and records pick it up."""
+    monkeypatch.setitem(kp.DECODINGS, "heatmap_argmax_again", kp.Decoding("heatmap", "argmax"))
+    cfg = SMOKE.keypoint
+    model = kp.build_keypoint_model("heatmap", cfg)
+    images = torch.rand(3, 1, 128, 128)
+    preds = predict_keypoints(model, "heatmap", images, cfg, precision="fp32")
+    assert set(preds) == {"heatmap_dark", "heatmap_argmax", "heatmap_argmax_again"}
+    m = keypoint_metrics("heatmap", preds, torch.rand(3, 5, 2) * 128)
+    assert set(m["decodings"]) == {"heatmap_argmax", "heatmap_argmax_again"}
+    assert m["decodings"]["heatmap_argmax_again"] == m["decodings"]["heatmap_argmax"]
+
+
+def test_decoding_registry_headlines():
+    assert kp.headline_decoding("heatmap") == "heatmap_dark"
+    assert kp.decodings_of("regression") == ["regression"]
+    with pytest.raises(ValueError, match="heatmap.*regression.*integral"):
+        kp.decodings_of("typo")

@@ -1,0 +1,203 @@
+"""The one result record (SPEC §7) every headline model and every arm reports, and what is built from it.
+
+A :class:`Record` holds one metric dict per seed and derives the rest: mean, sample std and a 95%
+t-interval over seeds for every numeric leaf (scalars, per-class / per-keypoint dicts and lists),
+the plateau verdict from validation histories, and, for an arm, paired differences against its
+baseline (seed *s* of the arm minus seed *s* of the baseline, on the same data).
+
+Metric keys have one spelling everywhere (JSON, macros, tables, figures):
+
+- detectors: ``map_standard``, ``map_seed``, ``ap_standard`` / ``ap_seed`` (dicts by class name);
+- keypoint models: ``pck_<tau>`` (bbox-diagonal norm), ``pck_torso_<tau>``, ``pck_per_keypoint_<tau>``
+  (dict by keypoint name), ``mean_px_error`` — for one *decoding* of
+  :data:`hwlib.keypoints.DECODINGS`; a record of a heatmap model keeps its other decodings under
+  ``"decodings"`` (see :func:`hwlib.experiments.keypoint_metrics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from .report import to_jsonable
+
+# two-sided 97.5% quantiles of Student's t (df = 1 .. 30); beyond 30 the normal 1.96 is close enough
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+PLATEAU_TOL = 0.005   # SPEC §7: reached when the validation metric gains less than this over the last quarter
+
+
+def t_quantile(df: int) -> float:
+    """Two-sided 95% Student-t quantile for ``df`` degrees of freedom (``df >= 1``)."""
+    if df < 1:
+        raise ValueError(f"a t-interval needs at least 2 values (df >= 1), got df={df}")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def mean_ci(values) -> tuple[float, float, tuple[float, float]]:
+    """``(mean, sample std, (lo, hi))`` of a 1-D sample: the 95% t-interval of the mean.
+
+    NaNs are dropped; with one value std is 0 and the interval is ``(nan, nan)`` (unknown, not zero)."""
+    a = np.asarray(values, dtype=float)
+    a = a[np.isfinite(a)]
+    if len(a) == 0:
+        return math.nan, math.nan, (math.nan, math.nan)
+    m = float(a.mean())
+    if len(a) == 1:
+        return m, 0.0, (math.nan, math.nan)
+    sd = float(a.std(ddof=1))
+    h = t_quantile(len(a) - 1) * sd / math.sqrt(len(a))
+    return m, sd, (m - h, m + h)
+
+
+def _leaves(runs: list, fn):
+    """Apply ``fn`` to the list of per-seed values of every numeric leaf; keep the nesting of the metrics."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: _leaves([r[k] for r in runs], fn) for k in first}
+    if isinstance(first, (list, tuple)):
+        return [_leaves([r[i] for r in runs], fn) for i in range(len(first))]
+    if isinstance(first, bool) or not isinstance(first, (int, float, np.floating, np.integer)):
+        raise ValueError(f"metric values must be numbers, dicts or lists, got {type(first).__name__}")
+    return fn([float(v) for v in runs])
+
+
+def plateau(histories: list, metric: str, tol: float = PLATEAU_TOL) -> dict:
+    """SPEC §7's plateau verdict from validation histories (one per seed; evals of ``{"step", metric}``).
+
+    ``last_gain`` is the largest, over seeds, of the metric's gain from the last evaluation at or
+    before 3/4 of the schedule to the final one; the plateau is reached when it is below ``tol``.
+    Seeds without at least two evaluations give ``reached: None`` (not measured)."""
+    gains = []
+    for h in histories:
+        ev = [e for e in (h.evals if hasattr(h, "evals") else h["evals"]) if metric in e]
+        if len(ev) < 2:
+            continue
+        last = ev[-1]
+        early = [e for e in ev if e["step"] <= 0.75 * last["step"]] or ev[:1]
+        gains.append(float(last[metric] - early[-1][metric]))
+    criterion = f"gain of validation {metric} over the last quarter of the schedule < {tol:g}"
+    if not gains:
+        return {"reached": None, "criterion": criterion + " (not measured)", "last_gain": math.nan}
+    g = max(gains)
+    return {"reached": bool(g < tol), "criterion": criterion, "last_gain": g}
+
+
+@dataclasses.dataclass
+class Record:
+    """SPEC §7's model record: one metric dict per seed and everything derived from them.
+
+    Args:
+        seeds: the training seeds, one per entry of ``per_seed_metrics``.
+        per_seed_metrics: list (one per seed) of metric dicts with the same keys; values are numbers,
+            dicts of numbers (per class / per keypoint) or lists of numbers.
+        train_seconds: training wall-clock seconds per seed (NaN where unknown).
+        train_images: training images seen per seed (steps x batch size).
+        plateau: :func:`plateau`'s verdict (``None``: not measured).
+        setting: for an arm, a short name of the setting it ran at.
+        extra: further per-model facts (``params``, ``gflops``, ``infer_ms`` ...), written at the top level.
+    """
+
+    seeds: list
+    per_seed_metrics: list
+    train_seconds: list
+    train_images: list
+    plateau: dict | None = None
+    setting: str | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+    paired_diff: dict | None = None
+
+    def __post_init__(self):
+        n = len(self.seeds)
+        if n == 0:
+            raise ValueError("a record needs at least one seed")
+        for name in ("per_seed_metrics", "train_seconds", "train_images"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} seeds")
+        keys = set(self.per_seed_metrics[0])
+        for m in self.per_seed_metrics[1:]:
+            if set(m) != keys:
+                raise ValueError(f"every seed must report the same metrics: {sorted(keys)} vs {sorted(m)}")
+
+    # -- derived -------------------------------------------------------------------------------------
+    @property
+    def per_seed(self) -> dict:
+        """``{metric: [value per seed]}`` (dict- and list-valued metrics stay per seed inside the list)."""
+        return {k: [m[k] for m in self.per_seed_metrics] for k in self.per_seed_metrics[0]}
+
+    @property
+    def mean(self) -> dict:
+        return _leaves(self.per_seed_metrics, lambda v: mean_ci(v)[0])
+
+    @property
+    def std(self) -> dict:
+        return _leaves(self.per_seed_metrics, lambda v: mean_ci(v)[1])
+
+    @property
+    def ci95(self) -> dict:
+        return _leaves(self.per_seed_metrics, lambda v: list(mean_ci(v)[2]))
+
+    def paired(self, baseline: "Record", metrics=None) -> dict:
+        """Paired differences ``self - baseline`` over the seeds both have: ``{metric: {"mean", "ci95", "n",
+        "significant"}}`` for every scalar metric (or those named); significant = the interval excludes 0."""
+        common = [s for s in self.seeds if s in baseline.seeds]
+        if len(common) == 0:
+            raise ValueError("an arm and its baseline share no seed: nothing to pair")
+        mine = {s: m for s, m in zip(self.seeds, self.per_seed_metrics)}
+        base = {s: m for s, m in zip(baseline.seeds, baseline.per_seed_metrics)}
+        keys = metrics or [k for k, v in self.per_seed_metrics[0].items()
+                           if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)]
+        out = {}
+        for k in keys:
+            d = [float(mine[s][k]) - float(base[s][k]) for s in common]
+            m, _, (lo, hi) = mean_ci(d)
+            out[k] = {"mean": m, "ci95": [lo, hi], "n": len(d),
+                      "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0))}
+        return out
+
+    def with_baseline(self, baseline: "Record", metrics=None) -> "Record":
+        """This record with ``paired_diff`` against ``baseline`` filled in."""
+        return dataclasses.replace(self, paired_diff=self.paired(baseline, metrics))
+
+    def to_json(self) -> dict:
+        """The JSON shape of SPEC §7 (plain Python types; NaN stays NaN)."""
+        out: dict[str, Any] = {"seeds": list(self.seeds), "per_seed": self.per_seed, "mean": self.mean,
+                               "std": self.std, "ci95": self.ci95,
+                               "plateau": self.plateau or {"reached": None, "criterion": "not measured",
+                                                           "last_gain": math.nan},
+                               "train_seconds": list(self.train_seconds), "train_images": list(self.train_images)}
+        if self.setting is not None:
+            out["setting"] = self.setting
+        if self.paired_diff is not None:
+            out["paired_diff"] = self.paired_diff
+        out.update(self.extra)
+        return to_jsonable(out)
+
+
+def pm(record: dict, metric: str, *sub, digits: int = 3, scale: float = 1.0) -> str:
+    """``"0.957 $\\pm$ 0.002"``: a record's (JSON or :class:`Record`) mean and std of one metric, for tables.
+
+    ``sub`` indexes into dict-valued metrics (``pm(r, "ap_standard", "circle")``)."""
+    rec = record.to_json() if isinstance(record, Record) else record
+    m, s = rec["mean"][metric], rec["std"][metric]
+    for k in sub:
+        m, s = m[k], s[k]
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "n/a"
+    return f"{m * scale:.{digits}f} $\\pm$ {s * scale:.{digits}f}"
+
+
+def diff_cell(record: dict, metric: str, digits: int = 3) -> str:
+    """``"+0.012 [-0.004, 0.028]"`` from an arm's ``paired_diff``; a star marks an interval that excludes 0."""
+    d = record.get("paired_diff", {}).get(metric)
+    if d is None:
+        return ""
+    lo, hi = d["ci95"]
+    if lo is None or not np.isfinite(lo):
+        return f"{d['mean']:+.{digits}f}"
+    star = "$^*$" if d["significant"] else ""
+    return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{star}"

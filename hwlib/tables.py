@@ -1,0 +1,125 @@
+"""The report's tables, built from result records (SPEC §7): ``(header, rows)`` for
+:func:`hwlib.report.write_table`. A row is a list of cells (the first a plain-text label) or ``"midrule"``.
+
+Every cell of a record's metric is ``mean ± std`` over its seeds (:func:`hwlib.results.pm`); an arm's
+paired difference against its baseline is ``mean [95% CI]`` (:func:`hwlib.results.diff_cell`).
+"""
+
+from __future__ import annotations
+
+from .config import CLASS_NAMES, KEYPOINT_NAMES
+from .keypoints import DECODINGS
+from .results import diff_cell, pm
+
+TAUS = ("0.05", "0.1", "0.15", "0.2")
+_LABELS = {"seed_exact": "seed-exact", "rf_aware": "rf-aware"}
+
+
+def _n(record) -> str:
+    return f" ({len(record['seeds'])} seed{'s' if len(record['seeds']) != 1 else ''})"
+
+
+def ap_table(models: dict, seed_results: dict):
+    """Per-class AP and mAP@0.5 of the headline detectors under both protocols, the seed's row first.
+
+    ``models``: ``{name: record}`` with ``ap_standard`` / ``ap_seed`` dicts and ``map_*``."""
+    sd = seed_results["detector"]
+    rows = [["seed report (seed protocol)", *[f"{sd['ap'][n]:.3f}" for n in CLASS_NAMES], f"{sd['map']:.3f}"], "midrule"]
+    for name, r in models.items():
+        for proto in ("seed", "standard"):
+            rows.append([f"{_LABELS.get(name, name)}{_n(r)}, {proto} protocol",
+                         *[pm(r, f"ap_{proto}", n) for n in CLASS_NAMES], pm(r, f"map_{proto}")])
+    return ["", *CLASS_NAMES, "mAP@0.5"], rows
+
+
+def head_bucket_table(tb: dict, tb_std: dict, seed_tp, buckets):
+    """The head x size-bucket table of one model: true positives (seed protocol) as counts and as shares of
+    each bucket's ground truth, beside the seed's counts; recall per bucket under both protocols.
+
+    ``tb`` / ``tb_std``: :func:`hwlib.analysis.head_bucket_table` at the seed / standard protocol."""
+    rows = []
+    for h in range(3):
+        share = [tb["tp"][h][b] / max(int(tb["n_gt"][b]), 1) for b in range(3)]
+        rows.append([f"S{h + 1}", *[f"{int(v)} ({s:.2f})" for v, s in zip(tb["tp"][h], share)],
+                     *[str(v) for v in seed_tp[h]]])
+    rows += ["midrule",
+             ["recall (conf >= 0.5)", *[f"{v:.3f}" for v in tb["recall"]], "", "", ""],
+             ["recall (conf >= 0.001)", *[f"{v:.3f}" for v in tb_std["recall"]], "", "", ""],
+             ["GT objects", *[str(int(v)) for v in tb["n_gt"]], "", "", ""]]
+    return ["head", *[f"ours {b}" for b in buckets], *[f"seed {b}" for b in buckets]], rows
+
+
+def arms_table(arms: dict, headline: dict | None = None, headline_label: str = ""):
+    """Detector arms: AP per class and mAP (mean ± std) and the paired difference in standard-protocol mAP
+    against the baseline (mean [95% CI], * where the interval excludes 0); optional headline row."""
+    def row(name, r):
+        return [name + _n(r), *[pm(r, "ap_standard", n) for n in CLASS_NAMES], pm(r, "map_standard"),
+                pm(r, "map_seed"), diff_cell(r, "map_standard")]
+
+    rows = [row(name, r) for name, r in arms.items()]
+    if headline is not None:
+        rows += ["midrule", row(headline_label, headline)]
+    return ["arm", *[f"AP {n}" for n in CLASS_NAMES], "mAP std.", "mAP seed", "$\\Delta$ mAP std. [95\\% CI]"], rows
+
+
+def tp_share_table(arms: dict):
+    """Each arm's true positives under the seed protocol by head, as shares of each size bucket's ground truth
+    (mean over seeds): ``S1 s/m/l | S2 s/m/l | S3 s/m/l``."""
+    rows = [[name, *[" / ".join(f"{v:.2f}" for v in row) for row in r["mean"]["tp_share_seed"]]]
+            for name, r in arms.items()]
+    return ["arm", "S1 (s/m/l)", "S2 (s/m/l)", "S3 (s/m/l)"], rows
+
+
+def pck_table(methods: dict, seed_results: dict):
+    """PCK at the four thresholds (bbox norm) of every decoding of every method (mean ± std over seeds),
+    and the seed's published figures."""
+    rows = []
+    for name, d in DECODINGS.items():
+        r = methods.get(d.method)
+        if r is None:
+            continue
+        sub = () if name == _headline(d.method) else ("decodings", name)
+        rows.append([name.replace("_", " ") + _n(r), *[_pm_path(r, sub, f"pck_{t}") for t in TAUS]])
+    sk = seed_results["keypoints"]
+    rows += ["midrule",
+             ["seed report: heatmap", f"{sk['heatmap']['0.05']:.2f}", "", "", f"{sk['heatmap']['0.2']:.2f}"],
+             ["seed report: regression", f"{sk['regression']['0.05']:.2f}", "", "", f"{sk['regression']['0.2']:.2f}"]]
+    return ["method", *[f"PCK@{t}" for t in TAUS]], rows
+
+
+def per_keypoint_table(methods: dict):
+    """PCK@0.05 of every keypoint and the mean error in pixels, every decoding (means over seeds)."""
+    rows = []
+    for name, d in DECODINGS.items():
+        r = methods.get(d.method)
+        if r is None:
+            continue
+        m = r["mean"] if name == _headline(d.method) else r["mean"]["decodings"][name]
+        rows.append([name.replace("_", " "), *[f"{m['pck_per_keypoint_0.05'][k]:.3f}" for k in KEYPOINT_NAMES],
+                     f"{m['mean_px_error']:.2f}"])
+    return ["method", *[n.replace("_", " ") for n in KEYPOINT_NAMES], "mean error (px)"], rows
+
+
+def ablation_table(arms: dict):
+    """Heatmap ablation arms: PCK@0.05 with DARK and argmax, PCK@0.2 DARK, the seed's heatmap MSE (x 1000),
+    and the paired difference in PCK@0.05 DARK against the baseline arm."""
+    rows = [[name + _n(r), pm(r, "pck_0.05"), _pm_path(r, ("decodings", "heatmap_argmax"), "pck_0.05"), pm(r, "pck_0.2"),
+             pm(r, "heatmap_mse", scale=1e3), diff_cell(r, "pck_0.05")] for name, r in arms.items()]
+    return ["arm", "PCK@0.05 DARK", "PCK@0.05 argmax", "PCK@0.2 DARK", "MSE $\\times 10^3$",
+            "$\\Delta$ PCK@0.05 [95\\% CI]"], rows
+
+
+def _headline(method: str) -> str:
+    from .keypoints import headline_decoding
+
+    return headline_decoding(method)
+
+
+def _pm_path(record: dict, sub: tuple, metric: str) -> str:
+    """:func:`pm` of a metric nested under ``sub`` (e.g. ``("decodings", "heatmap_argmax")``)."""
+    if not sub:
+        return pm(record, metric)
+    mean, std = record["mean"], record["std"]
+    for k in sub:
+        mean, std = mean[k], std[k]
+    return pm({"mean": mean, "std": std}, metric)

@@ -1,0 +1,88 @@
+"""The result record (SPEC §7): mean, std and t-interval over seeds, paired differences, plateau verdict."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwlib.results import Record, diff_cell, mean_ci, plateau, pm, t_quantile
+from hwlib.train import History
+
+
+def _rec(values, seeds=None, **kw):
+    seeds = seeds or list(range(len(values)))
+    return Record(seeds, [{"map": v, "ap": {"circle": v / 2}, "tp": [v, 1 - v]} for v in values],
+                  [1.0] * len(values), [100] * len(values), **kw)
+
+
+def test_mean_std_ci_hand_worked():
+    # values 1, 2, 3: mean 2, sample std 1, t(2) = 4.303 -> half width 4.303 / sqrt(3)
+    m, sd, (lo, hi) = mean_ci([1.0, 2.0, 3.0])
+    assert (m, sd) == (2.0, 1.0)
+    assert hi - m == pytest.approx(4.303 / math.sqrt(3)) and m - lo == pytest.approx(4.303 / math.sqrt(3))
+    m, sd, ci = mean_ci([0.7])
+    assert m == 0.7 and sd == 0.0 and all(math.isnan(c) for c in ci), "one seed: interval unknown, not zero"
+    assert t_quantile(1) == pytest.approx(12.706) and t_quantile(1000) == pytest.approx(1.96)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=8))
+def test_record_leaves_match_numpy(values):
+    r = _rec(values).to_json()
+    a = np.asarray(values)
+    assert r["mean"]["map"] == pytest.approx(a.mean(), abs=1e-12)
+    assert r["std"]["map"] == pytest.approx(a.std(ddof=1), abs=1e-12)
+    assert r["mean"]["ap"]["circle"] == pytest.approx(a.mean() / 2, abs=1e-12)
+    assert r["mean"]["tp"] == pytest.approx([a.mean(), 1 - a.mean()], abs=1e-12)
+    lo, hi = r["ci95"]["map"]
+    assert lo <= a.mean() + 1e-12 <= hi + 2e-12
+    assert r["per_seed"]["map"] == pytest.approx(list(values))
+
+
+def test_paired_difference_pairs_seed_with_seed():
+    base = _rec([0.5, 0.6, 0.7])
+    arm = _rec([0.52, 0.621, 0.719])           # +0.020, +0.021, +0.019: always better, by a steady margin
+    d = arm.paired(base)["map"]
+    assert d["mean"] == pytest.approx(0.02) and d["n"] == 3
+    # the paired interval is far tighter than the unpaired one: seeds differ more than arms do
+    assert d["significant"] and d["ci95"][0] > 0
+    shuffled = _rec([0.719, 0.52, 0.621])      # same values, other seeds: no longer a consistent gain
+    assert not shuffled.paired(base)["map"]["significant"]
+    with pytest.raises(ValueError, match="no seed"):
+        _rec([0.5], seeds=[7]).paired(base)
+    cell = diff_cell(arm.with_baseline(base).to_json(), "map")
+    assert cell.startswith("+0.020 [") and cell.endswith("$^*$")
+
+
+def test_record_validates_its_input():
+    with pytest.raises(ValueError, match="2 seeds"):
+        Record([0, 1], [{"map": 0.1}], [1.0, 1.0], [1, 1])
+    with pytest.raises(ValueError, match="same metrics"):
+        Record([0, 1], [{"map": 0.1}, {"mAP": 0.1}], [1.0, 1.0], [1, 1])
+    with pytest.raises(ValueError, match="numbers"):
+        Record([0], [{"map": "high"}], [1.0], [1]).mean
+
+
+def _hist(values, every=100):
+    h = History()
+    h.evals = [{"step": every * (i + 1), "seconds": float(i), "m": v} for i, v in enumerate(values)]
+    return h
+
+
+def test_plateau_from_the_last_quarter():
+    # 8 evals at steps 100..800: the last quarter starts after step 600 -> gain = v(800) - v(600)
+    flat = _hist([0.1, 0.5, 0.7, 0.8, 0.85, 0.9, 0.901, 0.903])
+    rising = _hist([0.1, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99])
+    assert plateau([flat], "m")["reached"] is True
+    assert plateau([flat], "m")["last_gain"] == pytest.approx(0.903 - 0.9)
+    p = plateau([flat, rising], "m")
+    assert p["reached"] is False and p["last_gain"] == pytest.approx(0.99 - 0.9), "every seed must have plateaued"
+    assert plateau([_hist([0.5])], "m")["reached"] is None
+
+
+def test_pm_formats_mean_and_std():
+    r = _rec([0.5, 0.7]).to_json()
+    assert pm(r, "map") == f"0.600 $\\pm$ {math.sqrt(0.02):.3f}"
+    assert pm(r, "ap", "circle", digits=2) == "0.30 $\\pm$ 0.07"
