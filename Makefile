@@ -6,7 +6,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 PROFILE     ?= cpu
 TEX_PKGS    := latexmk texlive-latex-recommended texlive-fonts-recommended texlive-science
-APT_EXTRA   := libgoogle-perftools4
+APT_EXTRA   := libgoogle-perftools4 mupdf-tools
 # glibc returns large activation buffers to the OS after every step unless told not to; keeping them
 # makes CPU training 5-50% faster (see `make bench`).
 export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295
@@ -27,9 +27,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@touch $@
 
 setup: $(VENV)/.installed ## create .venv, install pinned requirements + hwlib (editable), register the kernel, install TeX if missing
-	@if ! command -v latexmk > /dev/null || ! ls /usr/lib/*/libtcmalloc.so.4 > /dev/null 2>&1; then \
+	@if ! command -v latexmk > /dev/null || ! command -v mutool > /dev/null || ! ls /usr/lib/*/libtcmalloc.so.4 > /dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing TeX (and tcmalloc for the benchmark) from Debian's packages ..."; \
+	    echo "installing TeX (tcmalloc for the benchmark, mutool for the report font check) from Debian's packages ..."; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEX_PKGS) $(APT_EXTRA) > /dev/null; \
 	  elif ! command -v latexmk > /dev/null; then \
 	    echo "latexmk missing; run as root: apt-get update && apt-get install -y $(TEX_PKGS) $(APT_EXTRA)"; exit 1; \

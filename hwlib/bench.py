@@ -336,6 +336,27 @@ def run(quick: bool = False, profile: str = "cpu") -> dict:
     return result
 
 
+def refresh_accuracy(profile: str = "cpu") -> dict | None:
+    """Update the time-to-accuracy part of an existing ``benchmark.json`` from the latest run of ``profile``
+    (``time_to_accuracy``, ``images_to_accuracy``: from the run's validation logs and notebooks 02/04) and redraw
+    the time-to-accuracy figure, keeping every throughput measurement as it was; the pipeline calls it after a
+    run of the committed profile. ``None`` (nothing written) when there is no ``benchmark.json`` yet."""
+    from .config import load_profile
+    from .report import macro_settings, write_results
+
+    P = load_profile(profile)
+    path = P.generated_dir / "benchmark.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    result["time_to_accuracy"] = time_to_accuracy(P)
+    result["images_to_accuracy"] = images_to_accuracy(P)
+    prefix, digits = macro_settings(path.with_suffix(".tex")) or ("Bench", 3)
+    write_results(P.generated_dir, "benchmark", result, prefix=prefix, digits=digits)
+    _time_to_accuracy_figure(P)
+    return result
+
+
 def accuracy_check(quick: bool, seeds: int = 2) -> dict:
     """The default precision (bf16 autocast + channels_last where the CPU has native bf16) against plain
     fp32 on the same short schedule: the cheap ablation settings of the ``cpu`` profile (detector
@@ -439,8 +460,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and settings, under 2 minutes")
     ap.add_argument("--profile", default="cpu", help="where to write (cpu: report/generated; else runs/<profile>/)")
+    ap.add_argument("--refresh-accuracy", action="store_true",
+                    help="only update time/images to accuracy in an existing benchmark.json from the latest run")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.refresh_accuracy:
+        res = refresh_accuracy(args.profile)
+        print("no benchmark.json to refresh: run python -m hwlib.bench first" if res is None else
+              f"time and images to accuracy refreshed: {res['images_to_accuracy']}")
+        return 0
     if args.worker:
         torch.set_num_threads(os.cpu_count() or 1)
         res = worker(args.worker, args.quick)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,67 @@ def detection_data(n: int, seed: int, size_mode: str = "class"):
 @functools.lru_cache(maxsize=8)
 def keypoint_data(n: int, seed: int, hard_fraction: float = 0.2):
     return make_keypoint_data(n, seed=seed, hard_fraction=hard_fraction, return_meta=True)
+
+
+# ----------------------------------------------------------------------------- finished models
+REUSE_ENV = "HWLIB_REUSE_CHECKPOINTS"   # "1": a complete checkpoint of the same config is loaded, not retrained
+
+
+def _reuse_default() -> bool:
+    return os.environ.get(REUSE_ENV, "0") == "1"
+
+
+def _history_path(ckpt: Path) -> Path:
+    return ckpt.with_suffix(".history.json")
+
+
+def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool):
+    """``(payload, history)`` of a finished training run at ``ckpt`` with exactly this config, or ``None``.
+
+    Finished: the checkpoint loads (``weights_only``), its stored config equals ``cfg`` and it was written at the
+    last step (``steps``); checkpoints written at an intermediate evaluation of a killed run do not count. With
+    ``need_history`` the validation log written beside it at the end of training (``<name>.history.json``) must exist
+    too. The training code is not checked: reuse is for resuming the runs of one version of the code (the pipeline
+    turns it on, ``--force`` turns it off)."""
+    from .report import to_jsonable
+    from .train import CheckpointError, History, load_checkpoint
+
+    if ckpt is None or not Path(ckpt).exists():
+        return None
+    try:
+        payload = load_checkpoint(ckpt)
+    except CheckpointError:
+        return None
+    if payload.get("config") != to_jsonable(dataclasses.asdict(cfg)) or payload.get("extra", {}).get("step") != steps:
+        return None
+    hp = _history_path(Path(ckpt))
+    if hp.exists():
+        history = History.from_dict(json.loads(hp.read_text()))
+    elif need_history:
+        return None
+    else:
+        history = History(train_seconds=float(payload["extra"].get("train_seconds", float("nan"))))
+    return payload, history
+
+
+def _train_or_reuse(build, cfg, steps: int, ckpt, validate: bool, reuse: bool | None, train):
+    """Load a finished run from ``ckpt`` (see :func:`finished_checkpoint`) or call ``train()``; save the validation
+    history beside a freshly trained checkpoint. Returns ``(model, history)``."""
+    from .report import atomic_write_text
+    from .train import load_checkpoint
+
+    reuse = _reuse_default() if reuse is None else reuse
+    found = finished_checkpoint(ckpt, cfg, steps, need_history=validate) if reuse else None
+    if found is not None:
+        model = build()
+        load_checkpoint(ckpt, model)
+        print(f"{Path(ckpt).name}: finished run of this config found (step {steps}), loaded instead of retrained",
+              flush=True)
+        return model, found[1]
+    model, hist = train()
+    if ckpt is not None:
+        atomic_write_text(_history_path(Path(ckpt)), json.dumps(hist.to_dict()))
+    return model, hist
 
 
 # ----------------------------------------------------------------------------- detector
@@ -139,10 +202,19 @@ def _core(p):
 
 
 def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | None = None, name: str = "detector",
-                   device: str = "auto", precision: str = "auto", progress: bool = True, validate: bool = True):
+                   device: str = "auto", precision: str = "auto", progress: bool = True, validate: bool = True,
+                   reuse: bool | None = None):
     """Train one detector; returns ``(model, history)``. With ``validate``, validation mAP (standard
     protocol) every ``cfg.eval_every`` steps and at the end; checkpoint ``<run_dir>/<name>.pt`` with its
-    config beside it."""
+    config beside it, and its validation history (``<name>.history.json``). With ``reuse`` (default: the
+    ``HWLIB_REUSE_CHECKPOINTS`` environment variable) a finished run of the same config is loaded instead
+    (:func:`finished_checkpoint`)."""
+    ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
+    return _train_or_reuse(lambda: build_detector(cfg), cfg, cfg.steps, ckpt, validate, reuse,
+                           lambda: _train_detector(cfg, seed, ckpt, name, device, precision, progress, validate))
+
+
+def _train_detector(cfg, seed, ckpt, name, device, precision, progress, validate):
     images, targets = detection_data(cfg.n_train, train_data_seed("detector", seed), cfg.size_mode)
     val_images, val_targets = detection_data(cfg.n_val, VAL_SEED, cfg.size_mode)
     torch.manual_seed(seed)
@@ -153,7 +225,6 @@ def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | Non
         return detection_metrics(preds, val_targets, cfg)
 
     loss_fn = det.DetectionLoss(cfg)
-    ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
     hist = fit(model, loss_fn, detection_batches(images, targets, cfg.batch_size, cfg.flip),
                steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
@@ -230,11 +301,19 @@ def heatmap_mse(outputs, keypoints, cfg: KeypointConfig) -> float:
 
 def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_dir: str | Path | None = None,
                          name: str | None = None, device: str = "auto", precision: str = "auto",
-                         progress: bool = True, validate: bool = True):
+                         progress: bool = True, validate: bool = True, reuse: bool | None = None):
     """Train one keypoint model (``"heatmap"``, ``"regression"`` or ``"integral"``) on the shared data;
-    with ``validate``, validation PCK (bbox norm) every ``cfg.eval_every`` steps and at the end.
-    Returns ``(model, history)``."""
+    with ``validate``, validation PCK (bbox norm) every ``cfg.eval_every`` steps and at the end; checkpoint and
+    validation history under ``run_dir`` and ``reuse`` as in :func:`train_detector`. Returns ``(model, history)``."""
     name = name or f"{method}_s{seed}"
+    ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
+    steps = cfg.regression_steps if method == "regression" and cfg.regression_steps else cfg.steps
+    return _train_or_reuse(lambda: kp.build_keypoint_model(method, cfg), cfg, steps, ckpt, validate, reuse,
+                           lambda: _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision,
+                                                         progress, validate))
+
+
+def _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision, progress, validate):
     images, keypoints, _ = keypoint_data(cfg.n_train, train_data_seed("keypoint", seed), cfg.hard_fraction)
     val_images, val_kps, _ = keypoint_data(cfg.n_val, VAL_SEED, cfg.hard_fraction)
     torch.manual_seed(seed)
@@ -248,8 +327,6 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
             out["heatmap_mse"] = heatmap_mse(preds["heatmaps"], val_kps, cfg)
         return out
 
-    ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
-    steps = cfg.regression_steps if method == "regression" and cfg.regression_steps else cfg.steps
     hist = fit(model, kp.KeypointLoss(method, cfg), keypoint_batches(images, keypoints, cfg.batch_size),
                steps=steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
@@ -389,9 +466,9 @@ def _with_baseline(records: dict, baseline: str | None) -> dict:
 
 
 def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix: str = "", split: str = "test",
-                  n_eval: int | None = None, validate: bool = False, decode_arms: dict | None = None,
-                  baseline: str | None = "baseline", setting: str | None = None, progress: bool = True,
-                  device: str = "auto", precision: str = "auto") -> Runs:
+                  n_eval: int | None = None, validate: bool = False, validate_seeds: int | None = None,
+                  decode_arms: dict | None = None, baseline: str | None = "baseline", setting: str | None = None,
+                  progress: bool = True, device: str = "auto", precision: str = "auto") -> Runs:
     """Train every arm (``name -> DetectorConfig overrides`` of ``base``) for its seeds on the same training
     streams and evaluate each on the same ``split`` images; one :class:`~hwlib.results.Record` per arm.
 
@@ -399,7 +476,8 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         seeds: number of seeds for every arm, or ``{arm: number}``.
         prefix: checkpoint names ``<run_dir>/<prefix><arm>_s<seed>.pt``.
         n_eval: evaluation images (default ``base.n_val``).
-        validate: log validation mAP every ``eval_every`` steps (curves, plateau verdict).
+        validate: log validation mAP every ``eval_every`` steps (curves, plateau verdict) ...
+        validate_seeds: ... for the first this many seeds of each arm only (default: all).
         decode_arms: ``name -> (trained arm, decoding overrides)``: re-decode a trained arm's models
             (``s3_conf``, ``nms_iou``, ...) without training.
         baseline: the arm every other arm is paired with (``paired_diff``); ``None`` for no pairing.
@@ -414,16 +492,19 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
             raise ValueError(f"arm {name!r}: every arm is evaluated on the same images (size_mode {base.size_mode!r})")
         runs, secs, hists, ss = [], [], [], _seeds_of(seeds, name)
         for s in ss:
+            val = validate and (validate_seeds is None or ss.index(s) < validate_seeds)
             model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{prefix}{name}_s{s}", device=device,
-                                         precision=precision, progress=progress, validate=validate)
+                                         precision=precision, progress=progress, validate=val)
             runs.append(detector_metrics(predict_detector(model, images, cfg, device=device, precision=precision),
                                          targets, cfg))
             secs.append(hist.train_seconds)
-            hists.append(hist)
+            if val:
+                hists.append(hist)
             models[(name, s)] = (model, cfg)
         histories[name] = hists if validate else []
         records[name] = Record(ss, runs, secs, [cfg.steps * cfg.batch_size] * len(ss),
-                               plateau=plateau(hists, "map_standard") if validate else None, setting=setting)
+                               plateau=plateau(hists, "map_standard", of=len(ss)) if validate else None,
+                               setting=setting)
     for name, (src, over) in (decode_arms or {}).items():
         runs, ss = [], records[src].seeds
         for s in ss:
@@ -437,10 +518,12 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
 
 def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None, prefix: str = "",
                          split: str = "test", n_eval: int | None = None, validate: bool = True,
+                         validate_seeds: int | None = None,
                          progress: bool = True, device: str = "auto", precision: str = "auto") -> Runs:
     """Train every keypoint ``method`` for ``seeds`` seeds on the same data and evaluate on the same
     ``split`` images: one record per method with every decoding's metrics (:func:`keypoint_metrics`),
-    the plateau verdict (validation PCK@0.05 of the headline decoding) and the model's ``params``,
+    the plateau verdict (validation PCK@0.05 of the headline decoding; of the first ``validate_seeds`` seeds,
+    default all) and the model's ``params``,
     ``gflops`` and ``infer_ms`` (:func:`model_cost`).
 
     ``Runs.extra``: ``"errors"`` (``{decoding: float [seeds * N, 5]}`` normalized errors of every seed, for PCK
@@ -455,13 +538,15 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
     for method in methods:
         runs, secs, hists, ss = [], [], [], list(range(seeds))
         for s in ss:
+            val = validate and (validate_seeds is None or s < validate_seeds)
             model, hist = train_keypoint_model(method, cfg, seed=s, run_dir=run_dir, name=f"{prefix}{method}_s{s}",
                                                device=device, precision=precision, progress=progress,
-                                               validate=validate)
+                                               validate=val)
             preds = predict_keypoints(model, method, images, cfg, device=device, precision=precision)
             runs.append(keypoint_metrics(method, preds, gt))
             secs.append(hist.train_seconds)
-            hists.append(hist)
+            if val:
+                hists.append(hist)
             models[(method, s)] = (model, cfg)
             for d, p in preds.items():
                 errors.setdefault(d, []).append(keypoint_errors(p, gt).numpy())
@@ -470,7 +555,7 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
         steps = cfg.regression_steps if method == "regression" and cfg.regression_steps else cfg.steps
         histories[method] = hists if validate else []
         records[method] = Record(ss, runs, secs, [steps * cfg.batch_size] * len(ss),
-                                 plateau=plateau(hists, "pck_0.05") if validate else None,
+                                 plateau=plateau(hists, "pck_0.05", of=len(ss)) if validate else None,
                                  extra=model_cost(models[(method, 0)][0], tuple(images.shape[1:])))
     extra = {"errors": {d: np.concatenate(e) for d, e in errors.items()}, "example_preds": examples, "meta": meta}
     return Runs(records, histories, models, images, gt, extra)

@@ -8,7 +8,9 @@ Each stage executes ``notebooks/NN_*.ipynb`` with ``-p profile NAME`` on the ``p
 repository root, and writes the executed copy to ``runs/<profile>/notebooks/``. A stage is skipped when
 its notebook, the hwlib sources, the parameters and every earlier stage are unchanged since its last
 successful run (the state lives in ``runs/<profile>/pipeline_state.json``), so an interrupted run resumes
-at the stage it stopped in. A failing notebook stops the pipeline with its name, the failing cell and
+at the stage it stopped in; inside that stage, models whose training had finished (a complete checkpoint of the
+same config, with its validation history where the notebook validates) are loaded instead of retrained, unless
+``--force``. A failing notebook stops the pipeline with its name, the failing cell and
 the error. Stage times go to ``pipeline.json`` in the profile's generated folder.
 """
 
@@ -217,7 +219,7 @@ def _fmt_duration(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
 
 
-def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overrides: dict | None = None,
+def run_notebooks(profile: str, force: bool = False, timeout: int | None = None, overrides: dict | None = None,
                   start: str | None = None, verbose: bool = True, only: str | None = None, accept: bool = False,
                   probe: bool | None = None) -> dict:
     """Execute every stage not already up to date; return the pipeline record.
@@ -250,6 +252,11 @@ def run_notebooks(profile: str, force: bool = False, timeout: int = 3600, overri
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = P.run_dir / "pipeline_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() and not force else {}
+    # within a stage, a model whose training already finished with the same config (a killed or timed-out run)
+    # is loaded, not retrained; --force retrains everything
+    from .experiments import REUSE_ENV
+
+    os.environ[REUSE_ENV] = "0" if force else "1"
     keys = stage_keys(profile, parameters)
     record_path = P.generated_dir / "pipeline.json"
     recorded = json.loads(record_path.read_text()).get("stages", {}) if record_path.exists() else {}
@@ -472,7 +479,8 @@ def main(argv=None) -> int:
                     help="run nothing; mark stages that ran before as up to date with the current code")
     ap.add_argument("--pdf", action="store_true", help="also build the PDF")
     ap.add_argument("--pdf-only", action="store_true", help="only build the PDF")
-    ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds")
+    ap.add_argument("--timeout", type=int, default=None,
+                    help="per-cell execution timeout in seconds (default: none; a training cell can take hours on a slow CPU)")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     ap.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
                     help="probe this CPU's training speed for the time estimate (default: on, except at smoke)")
@@ -486,7 +494,10 @@ def main(argv=None) -> int:
         if load_profile(args.profile).committed:
             from .readme import update_readme
 
+            from .bench import refresh_accuracy
+
             refresh_zoo(args.profile)
+            refresh_accuracy(args.profile)
             update_readme()
     if args.pdf or args.pdf_only:
         build_pdf(args.profile)

@@ -66,12 +66,13 @@ def _leaves(runs: list, fn):
     return fn([float(v) for v in runs])
 
 
-def plateau(histories: list, metric: str, tol: float = PLATEAU_TOL) -> dict:
+def plateau(histories: list, metric: str, tol: float = PLATEAU_TOL, of: int | None = None) -> dict:
     """SPEC §7's plateau verdict from validation histories (one per seed; evals of ``{"step", metric}``).
 
     ``last_gain`` is the largest, over seeds, of the metric's gain from the last evaluation at or
     before 3/4 of the schedule to the final one; the plateau is reached when it is below ``tol``.
-    Seeds without at least two evaluations give ``reached: None`` (not measured)."""
+    Seeds without at least two evaluations give ``reached: None`` (not measured); ``of``: how many seeds the
+    record has, when only some were validated (the criterion says so)."""
     gains = []
     for h in histories:
         ev = [e for e in (h.evals if hasattr(h, "evals") else h["evals"]) if metric in e]
@@ -81,6 +82,8 @@ def plateau(histories: list, metric: str, tol: float = PLATEAU_TOL) -> dict:
         early = [e for e in ev if e["step"] <= 0.75 * last["step"]] or ev[:1]
         gains.append(float(last[metric] - early[-1][metric]))
     criterion = f"gain of validation {metric} over the last quarter of the schedule < {tol:g}"
+    if of is not None and of != len(histories):
+        criterion += f" (validated seeds: {len(histories)} of {of})"
     if not gains:
         return {"reached": None, "criterion": criterion + " (not measured)", "last_gain": math.nan}
     g = max(gains)

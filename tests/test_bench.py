@@ -127,18 +127,24 @@ def _defined_macros(tex_files) -> set:
 
 
 def unguarded_macros(tex: str, prefix: str) -> set:
-    """Macros starting with ``prefix`` that report.tex expands outside every ``\\ifdefined ... \\fi``."""
+    """Macros starting with ``prefix`` that report.tex expands outside every ``\\ifdefined ... \\fi``
+    (other conditionals, ``\\ifcsname`` or ``\\ifdim``, nest but guard nothing)."""
     text = "\n".join(re.sub(r"(?<!\\)%.*", "", line) for line in tex.splitlines())
-    depth, out = 0, set()
-    for m in re.finditer(r"\\ifdefined\\[A-Za-z]+|\\fi\b|\\([A-Za-z]+)", text):
-        tok = m.group(0)
-        if tok.startswith("\\ifdefined"):
-            depth += 1
-        elif tok == "\\fi":
-            depth -= 1
-        elif depth == 0 and m.group(1).startswith(prefix):
-            out.add(m.group(1))
+    stack, out = [], set()
+    for m in re.finditer(r"\\(if[a-z]+)(?![A-Za-z])|\\fi(?![A-Za-z])|\\([A-Za-z]+)", text):
+        if m.group(1):
+            stack.append(m.group(1) == "ifdefined")
+        elif m.group(0) == "\\fi":
+            if stack:
+                stack.pop()
+        elif not any(stack) and m.group(2).startswith(prefix):
+            out.add(m.group(2))
     return out
+
+
+def test_unguarded_macros_scanner():
+    tex = r"\ifcsname X\endcsname\BenchA\fi \ifdefined\BenchB \BenchB\ifdim1pt>0pt\BenchC\fi\fi \BenchD"
+    assert unguarded_macros(tex, "Bench") == {"BenchA", "BenchD"}
 
 
 @pytest.mark.parametrize("bf16", [True, False])
@@ -166,3 +172,29 @@ def test_committed_results_define_every_macro_the_report_expands():
     tex = (REPO_ROOT / "report" / "report.tex").read_text()
     missing = {m for p in prefixes for m in unguarded_macros(tex, p)} - defined
     assert not missing, f"report.tex expands macros the committed results do not define: {sorted(missing)}"
+
+
+def test_refresh_accuracy_updates_only_the_accuracy_part(tmp_path, monkeypatch):
+    """After a run, time/images to accuracy come from that run's results; every throughput number is kept."""
+    import json
+    import types
+
+    import hwlib.bench as bench
+    import hwlib.config as config
+    from hwlib.report import write_results
+
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    P = types.SimpleNamespace(name="cpu", generated_dir=gen, run_dir=tmp_path / "run", figures_dir=tmp_path / "fig")
+    monkeypatch.setattr(config, "load_profile", lambda name: P)
+    assert bench.refresh_accuracy("cpu") is None, "no benchmark.json: nothing to refresh"
+    write_results(gen, "benchmark", {"profile": "cpu", "detector_train": {"best_img_s": 49.3},
+                                     "images_to_accuracy": {"heatmap_pck05_0.95": 13000.0}}, prefix="Bench")
+    write_results(gen, "04_keypoint_training", {"profile": "cpu", "images_to_accuracy": {"heatmap_pck05_0.95": 6400},
+                                                "time_to_accuracy": {"heatmap_pck05_0.95_s": 80.0}}, prefix="Kp")
+    bench.refresh_accuracy("cpu")
+    out = json.loads((gen / "benchmark.json").read_text())
+    assert out["detector_train"] == {"best_img_s": 49.3}
+    assert out["images_to_accuracy"]["heatmap_pck05_0.95"] == 6400
+    assert out["time_to_accuracy"]["heatmap_pck05_0.95_s"] == 80.0
+    assert "\\newcommand{\\BenchImagesToAccuracyHeatmapPckZeroFiveZeroNineFive}{6{,}400}" in (gen / "benchmark.tex").read_text()

@@ -102,3 +102,29 @@ def test_decoding_registry_headlines():
     assert kp.decodings_of("regression") == ["regression"]
     with pytest.raises(ValueError, match="heatmap.*regression.*integral"):
         kp.decodings_of("typo")
+
+
+def test_a_finished_run_is_loaded_not_retrained(tmp_path, capsys):
+    """Reuse loads only a finished run of the very same config (with its validation log when one is needed)."""
+    import json
+
+    from hwlib.experiments import finished_checkpoint, train_keypoint_model
+
+    cfg = dataclasses.replace(SMOKE.keypoint, steps=2, eval_every=1)
+    model, hist = train_keypoint_model("regression", cfg, run_dir=tmp_path, name="m", precision="fp32", progress=False)
+    ckpt = tmp_path / "m.pt"
+    assert (tmp_path / "m.history.json").exists()
+    again, hist2 = train_keypoint_model("regression", cfg, run_dir=tmp_path, name="m", precision="fp32",
+                                        progress=False, reuse=True)
+    assert "loaded instead of retrained" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert hist2.evals == json.loads(json.dumps(hist.evals))
+    # another config, an unfinished run, or a needed validation log that is missing: no reuse
+    assert finished_checkpoint(ckpt, dataclasses.replace(cfg, lr=1e-3), 2, need_history=False) is None
+    assert finished_checkpoint(ckpt, cfg, 3, need_history=False) is None
+    (tmp_path / "m.history.json").unlink()
+    assert finished_checkpoint(ckpt, cfg, 2, need_history=True) is None
+    assert finished_checkpoint(ckpt, cfg, 2, need_history=False) is not None
+    # without reuse (the default outside the pipeline, and --force) it trains again
+    train_keypoint_model("regression", cfg, run_dir=tmp_path, name="m", precision="fp32", progress=False, reuse=False)
+    assert "loaded instead of retrained" not in capsys.readouterr().out

@@ -37,7 +37,7 @@ def _pipeline(*args, **kw):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, **kw)
 
 
-_TIMING = re.compile(r"seconds|per_second|_s$|^machine$")
+_TIMING = re.compile(r"seconds|per_second|_s$|_ms$|^machine$")
 
 
 def _strip_timings(obj):
@@ -45,6 +45,8 @@ def _strip_timings(obj):
         return {k: _strip_timings(v) for k, v in obj.items() if not _TIMING.search(k)}
     if isinstance(obj, list):
         return [_strip_timings(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return "nan"                                  # NaN != NaN: compare "not reached" as equal
     return obj
 
 

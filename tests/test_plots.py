@@ -155,7 +155,7 @@ def test_arm_bars_points_not_joined(tmp_path):
 
 def test_ablation_panels_points_not_joined(tmp_path):
     def rec(d, a, ci=True):
-        return _record({"pck_0.05": d, "val_mse": 0.01, "decodings": {"heatmap_argmax": {"pck_0.05": a}}}, ci=ci)
+        return _record({"pck_0.05": d, "heatmap_mse": 0.01, "decodings": {"heatmap_argmax": {"pck_0.05": a}}}, ci=ci)
 
     groups = {"resolution": {"32": rec(0.7, 0.6), "64 (seed)": rec(0.8, 0.7), "128": rec(0.85, 0.8, ci=False)},
               "decoder": {"skip": rec(0.8, 0.7), "no skip": rec(0.75, 0.65)},
@@ -166,7 +166,7 @@ def test_ablation_panels_points_not_joined(tmp_path):
     assert all(ax.get_legend() is None for ax in fig.axes) and fig.legends
     _check(fig, tmp_path / "abl.pdf")
     fig = plots.ablation_panels(groups, tmp_path / "abl2.pdf", metric_keys=("pck_0.05",), labels=("PCK",),
-                                mse_key="val_mse")
+                                mse_key="heatmap_mse")
     _no_joined_arms(fig, "x")
     _check(fig, tmp_path / "abl2.pdf")
 
