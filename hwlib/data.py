@@ -297,7 +297,12 @@ def make_keypoint_data(n: int, seed: int = 0, **options):
         meta (only with ``return_meta=True``): dict of numpy arrays [N]: ``hand_distance`` (px),
         ``hand_torso_distance`` (px, nearer hand to the torso segment), ``hard`` (0 normal,
         1 hands together, 2 hands on torso), ``ambiguous`` (hands closer than two line widths,
-        so which is which is not visible), ``line_width``.
+        so which is which is not visible), ``line_width``; and ``[N, 2]`` per hand (left, right):
+        ``hand_under_brighter`` (another stroke or disk is brighter than the hand at the hand's own point, so it
+        is drawn over the knob that marks the hand, by the rendering rule: the brighter value wins; only the
+        dimmer right hand can be), ``hand_covered`` (another stroke or disk, its own forearm excepted, is at
+        least as bright there: the hand's point lies fully inside a line of its own brightness or brighter).
+        Computed from the drawn geometry: asking for ``meta`` draws nothing more.
     """
     n = _check_n(n)
     opt = _check_options(options, {"hard_fraction": 0.2, "return_meta": False}, "make_keypoint_data")
@@ -359,9 +364,35 @@ def make_keypoint_data(n: int, seed: int = 0, **options):
     hand_distance = np.linalg.norm(hands[:, 0] - hands[:, 1], axis=-1)
     neck_p, hip_p = place(neck), place(hip)
     torso_d = np.stack([_point_segment_distance(hands[:, i], neck_p, hip_p) for i in (0, 1)], 1).min(1)
+    under, covered = _hands_covered(kps, placed_segs, list(segs), disks, width, level, right_level, background)
     meta = {"hand_distance": hand_distance.astype(np.float32), "hand_torso_distance": torso_d.astype(np.float32),
-            "hard": kind, "ambiguous": hand_distance < 2 * width, "line_width": width.astype(np.float32)}
+            "hard": kind, "ambiguous": hand_distance < 2 * width, "line_width": width.astype(np.float32),
+            "hand_under_brighter": under, "hand_covered": covered}
     return images_t, kps_t, meta
+
+
+def _hands_covered(kps, placed_segs, seg_names, disks, width, level, right_level, background):
+    """``(under_brighter, covered)``, bool ``[n, 2]`` (left, right hand), see :func:`make_keypoint_data`.
+
+    ``kps`` [n, 5, 2] placed keypoints; ``placed_segs`` ``[(a [n, 2], b [n, 2], side)]`` named ``seg_names``;
+    ``disks`` ``[(centre [n, 2], radius [n], value [n])]``: the head, then the knobs of keypoints 1..4.
+    The rendering rule at the hand's point decides: another stroke's value there (its anti-aliased coverage of
+    the point times its brightness, over the background) beats the hand's own (its knob covers its point fully)."""
+    value_of_side = {0: level, 1: right_level, 2: level}
+    under = np.zeros((len(kps), 2), dtype=bool)
+    covered = np.zeros((len(kps), 2), dtype=bool)
+    others = [(name, (a, b), width / 2, value_of_side[side]) for (a, b, side), name in zip(placed_segs, seg_names)]
+    others += [(f"disk{k}", centre, radius, v) for k, (centre, radius, v) in enumerate(disks)]
+    for h, (own_value, own_names) in enumerate(((level, ("l_fore", "disk1")), (right_level, ("r_fore", "disk2")))):
+        p = kps[:, 1 + h]
+        for name, shape, half, v in others:
+            if name in own_names:
+                continue
+            d = _point_segment_distance(p, *shape) if isinstance(shape, tuple) else np.linalg.norm(p - shape, axis=-1)
+            there = background + np.clip(half + 0.5 - d, 0, 1) * (v - background)
+            under[:, h] |= there > own_value + 1e-6
+            covered[:, h] |= there >= own_value - 1e-6
+    return under, covered
 
 
 def _point_segment_distance(p, a, b):

@@ -13,6 +13,9 @@ receptive field at S2 / S3):
 
 * ``"seed"``: one 3x3 Conv-BN-ReLU (33 / 65 px);
 * ``"deep1x1"``: the seed's 3x3 layer and two 1x1 Conv-BN-ReLU layers: deeper, same field (33 / 65 px);
+* ``"deep1x1_wide"``: the same with the 1x1 layers widened to an inverted bottleneck ``C -> 9C -> C``:
+  deeper, same field, and the parameter count of ``"deep"`` (``9C^2 + 2 * 9C^2 = 27 C^2``, as three 3x3
+  layers): the capacity control;
 * ``"deep"``: three 3x3 Conv-BN-ReLU layers: deeper and a wider field (65 / 129 px);
 * ``"dilated"``: the same three layers with dilations 1, 2, 4: heads that see their whole objects
   (129 / 257 px) -- the receptive-field-aware variant.
@@ -28,7 +31,9 @@ Assignment (YOLOv5 ratio matching): a ground-truth box is a positive for *every*
 head whose side ratio ``max(w/a, a/w, h/a, a/h) < anchor_t`` (4.0), in the cell holding its centre
 and, with ``neighbour_cells``, the two neighbouring cells nearest to that centre. This gives each
 object several positives on the heads whose anchors suit it, instead of the single best anchor of
-YOLOv3. Loss: ``1 - CIoU`` on positives, BCE objectness against the detached IoU (per-head weights
+YOLOv3. With ``assignment="best_anchor"`` (an arm) each object is instead a positive of the one anchor,
+over all heads, whose shape fits it best (IoU of centred boxes), as in YOLOv3 (with ``neighbour_cells``
+off: its centre cell only). Loss: ``1 - CIoU`` on positives, BCE objectness against the detached IoU (per-head weights
 ``obj_balance``), cross-entropy class loss on positives (optionally focal, class-weighted); the three
 are summed with the config's ``box_gain``, ``obj_gain``, ``cls_gain`` (0.05, 1.0, 0.5).
 """
@@ -55,7 +60,7 @@ class MultiScaleDetector(nn.Module):
         num_classes: C.
         num_anchors: A, anchors per cell on each head.
         width: channel multiplier (1.0 = the seed's network).
-        head: ``"seed"`` | ``"deep1x1"`` | ``"deep"`` | ``"dilated"`` (see the module docstring).
+        head: ``"seed"`` | ``"deep1x1"`` | ``"deep1x1_wide"`` | ``"deep"`` | ``"dilated"`` (see the module docstring).
 
     Forward: images ``Tensor[B, 3, 224, 224]`` (float, [0, 1]) ->
     ``(P1 [B, A*(5+C), 56, 56], P2 [B, A*(5+C), 28, 28], P3 [B, A*(5+C), 14, 14])``.
@@ -82,9 +87,13 @@ class MultiScaleDetector(nn.Module):
                 layers = [_conv_bn(ch, ch)]
             elif head == "deep1x1":
                 layers = [_conv_bn(ch, ch)] + [_conv_bn(ch, ch, kernel=1) for _ in range(2)]
-            else:
+            elif head == "deep1x1_wide":
+                layers = [_conv_bn(ch, ch), _conv_bn(ch, 9 * ch, kernel=1), _conv_bn(9 * ch, ch, kernel=1)]
+            elif head in ("deep", "dilated"):
                 dil = (1, 2, 4) if head == "dilated" else (1, 1, 1)
                 layers = [_conv_bn(ch, ch, dilation=d) for d in dil]
+            else:  # listed in HEADS (checked above) but not built here: a new head needs its branch
+                raise NotImplementedError(f"head {head!r} is listed in DETECTOR_HEADS but has no branch here")
             self.heads.append(nn.Sequential(*layers, nn.Conv2d(ch, out, 1)))
         self._init_weights()
 
@@ -125,26 +134,35 @@ def _flatten_targets(targets, device):
 
 
 def assign_targets(targets, feature_sizes, anchors=SEED_ANCHORS, strides=STRIDES,
-                   anchor_t: float = 4.0, neighbour_cells: bool = True):
+                   anchor_t: float = 4.0, neighbour_cells: bool = True, assignment: str = "ratio"):
     """Positive samples of every head.
 
     Args:
         targets: list per image of ``{"boxes": Tensor[M, 4] (x1, y1, x2, y2) pixels, "labels": Tensor[M]}``.
         feature_sizes: ``[(H, W)]`` per head.
+        assignment: ``"ratio"`` (YOLOv5: every anchor with side ratio ``< anchor_t``) or ``"best_anchor"``
+            (YOLOv3: the single anchor over all heads with the highest IoU of centred boxes; ``anchor_t`` unused).
 
     Returns:
         list per head of dicts of tensors over its P positives: ``image``, ``anchor``, ``gx``,
         ``gy`` (cell indices), ``box`` ``[P, 4]`` target (cx, cy, w, h) in grid units of that head,
         ``cls``, ``gt`` (row in the flattened target list).
     """
+    if assignment not in ("ratio", "best_anchor"):
+        raise ValueError(f"assignment must be 'ratio' or 'best_anchor', got {assignment!r}")
     gt = _flatten_targets(targets, "cpu")
+    if assignment == "best_anchor":
+        best = best_anchor_index(gt[:, 4:6] - gt[:, 2:4], anchors)   # [G] flat index level * A + anchor
     out = []
     for level, ((h, w), anc, stride) in enumerate(zip(feature_sizes, anchors, strides)):
         anc = torch.tensor(anc, dtype=torch.float32) / stride
         cxcy = (gt[:, 2:4] + gt[:, 4:6]) / 2 / stride
         wh = (gt[:, 4:6] - gt[:, 2:4]) / stride
-        ratio = wh[None, :, :] / anc[:, None, None]                 # [A, G, 2]
-        ok = torch.maximum(ratio, 1 / ratio.clamp(min=1e-9)).amax(-1) < anchor_t
+        if assignment == "best_anchor":
+            ok = best[None, :] == level * len(anc) + torch.arange(len(anc))[:, None]   # [A, G]
+        else:
+            ratio = wh[None, :, :] / anc[:, None, None]                 # [A, G, 2]
+            ok = torch.maximum(ratio, 1 / ratio.clamp(min=1e-9)).amax(-1) < anchor_t
         a_idx, g_idx = torch.nonzero(ok, as_tuple=True)
         c = cxcy[g_idx]
         offsets = [torch.zeros_like(c)]
@@ -169,6 +187,18 @@ def assign_targets(targets, feature_sizes, anchors=SEED_ANCHORS, strides=STRIDES
         out.append({"image": gt[gg, 0].long(), "anchor": aa, "gx": gx, "gy": gy,
                     "box": torch.cat([cxcy[gg], wh[gg]], 1), "cls": gt[gg, 1].long(), "gt": gg})
     return out
+
+
+def best_anchor_index(wh: torch.Tensor, anchors=SEED_ANCHORS) -> torch.Tensor:
+    """For boxes of size ``wh`` ``[G, 2]`` (w, h) pixels, the index ``level * A + anchor`` of the square anchor
+    (sides ``anchors`` ``[3][A]`` pixels) with the highest IoU when both are centred at the same point; ties go
+    to the lower index (so with the seed's anchors, where 96 px is both S2's largest and S3's smallest anchor, S3's
+    96 px anchor is never chosen). Returns ``LongTensor[G]``."""
+    a = torch.tensor(anchors, dtype=torch.float32).reshape(-1)           # [L * A]
+    w, h = wh[:, 0:1].float(), wh[:, 1:2].float()
+    inter = torch.minimum(w, a) * torch.minimum(h, a)                     # [G, L * A]
+    iou = inter / (w * h + a * a - inter)
+    return iou.argmax(1) if len(wh) else torch.zeros(0, dtype=torch.long)
 
 
 def _xywh_to_xyxy(b):
@@ -202,7 +232,8 @@ class DetectionLoss:
     def __call__(self, outputs, targets):
         cfg = self.cfg
         sizes = [tuple(p.shape[-2:]) for p in outputs]
-        assigned = assign_targets(targets, sizes, self.anchors, STRIDES, cfg.anchor_t, cfg.neighbour_cells)
+        assigned = assign_targets(targets, sizes, self.anchors, STRIDES, cfg.anchor_t, cfg.neighbour_cells,
+                                  cfg.assignment)
         l_box = l_obj = l_cls = outputs[0].new_zeros((), dtype=torch.float32)
         n_pos = 0
         for level, (p, a) in enumerate(zip(outputs, assigned)):

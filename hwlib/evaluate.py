@@ -153,14 +153,17 @@ def _chunks(n: int, size: int, progress: bool, desc: str):
 
 
 def _evaluate_detector(model, cfg, n, seed, progress, chunk):
-    from .experiments import detection_data, detector_metrics, predict_detector
+    from .experiments import decode_detector_outputs, detection_data, detector_metrics, predict_detector
 
     images, targets = detection_data(n, seed, cfg.size_mode)
-    preds = []
+    preds, seed_preds = [], ([] if cfg.s3_conf is not None else None)
     for s in _chunks(n, chunk, progress, "evaluate detector"):
-        preds += predict_detector(model, images[s:s + chunk], cfg, conf=STANDARD_CONF, device="cpu",
-                                  precision="fp32")
-    metrics = detector_metrics(preds, list(targets), cfg)
+        p, raw = predict_detector(model, images[s:s + chunk], cfg, conf=STANDARD_CONF, device="cpu",
+                                  precision="fp32", raw=True)
+        preds += p
+        if seed_preds is not None:       # a checkpoint with the seed's S3 cut: it applies to the seed protocol only
+            seed_preds += decode_detector_outputs(raw, cfg, cfg.conf_seed)
+    metrics = detector_metrics(preds, list(targets), cfg, seed_preds)
     saved = {"predictions": [{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds],
              "targets": [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]}
     return metrics, saved

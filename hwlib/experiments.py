@@ -52,15 +52,30 @@ def _history_path(ckpt: Path) -> Path:
     return ckpt.with_suffix(".history.json")
 
 
-def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool):
-    """``(payload, history)`` of a finished training run at ``ckpt`` with exactly this config, or ``None``.
-
-    Finished: the checkpoint loads (``weights_only``), its stored config equals ``cfg`` and it was written at the
-    last step (``steps``); checkpoints written at an intermediate evaluation of a killed run do not count. With
-    ``need_history`` the validation log written beside it at the end of training (``<name>.history.json``) must exist
-    too. The training code is not checked: reuse is for resuming the runs of one version of the code (the pipeline
-    turns it on, ``--force`` turns it off)."""
+def same_config(stored: dict | None, cfg) -> bool:
+    """Whether a checkpoint's stored config (JSON) is ``cfg``'s. A field added to the config class after the
+    checkpoint was written counts as equal when ``cfg`` holds that field's default, the behaviour the code had
+    before the field existed (so adding an option does not orphan every finished run)."""
     from .report import to_jsonable
+
+    if not isinstance(stored, dict):
+        return False
+    now = to_jsonable(dataclasses.asdict(cfg))
+    if set(stored) - set(now):
+        return False
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    return all(stored[k] == v if k in stored else v == to_jsonable(defaults.get(k, dataclasses.MISSING))
+               for k, v in now.items())
+
+
+def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool):
+    """``(payload, history)`` of a finished training run at ``ckpt`` with this config, or ``None``.
+
+    Finished: the checkpoint loads (``weights_only``), its stored config is ``cfg`` (:func:`same_config`) and it was
+    written at the last step (``steps``); checkpoints written at an intermediate evaluation of a killed run do not
+    count. With ``need_history`` the validation log written beside it at the end of training
+    (``<name>.history.json``) must exist too. The training code is not checked: reuse is for resuming the runs of
+    one version of the code (the pipeline turns it on, ``--force`` turns it off)."""
     from .train import CheckpointError, History, load_checkpoint
 
     if ckpt is None or not Path(ckpt).exists():
@@ -69,7 +84,7 @@ def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool):
         payload = load_checkpoint(ckpt)
     except CheckpointError:
         return None
-    if payload.get("config") != to_jsonable(dataclasses.asdict(cfg)) or payload.get("extra", {}).get("step") != steps:
+    if not same_config(payload.get("config"), cfg) or payload.get("extra", {}).get("step") != steps:
         return None
     hp = _history_path(Path(ckpt))
     if hp.exists():
@@ -85,13 +100,15 @@ def _train_or_reuse(build, cfg, steps: int, ckpt, validate: bool, reuse: bool | 
     """Load a finished run from ``ckpt`` (see :func:`finished_checkpoint`) or call ``train()``; save the validation
     history beside a freshly trained checkpoint. Returns ``(model, history)``."""
     from .report import atomic_write_text
-    from .train import load_checkpoint
 
     reuse = _reuse_default() if reuse is None else reuse
     found = finished_checkpoint(ckpt, cfg, steps, need_history=validate) if reuse else None
     if found is not None:
         model = build()
-        load_checkpoint(ckpt, model)
+        if found[0].get("model") not in (None, type(model).__name__):
+            found = None                                   # same config, another model class: train it anew
+    if found is not None:
+        model.load_state_dict(found[0]["state_dict"])     # the payload already loaded, not a second read
         print(f"{Path(ckpt).name}: finished run of this config found (step {steps}), loaded instead of retrained",
               flush=True)
         return model, found[1]
@@ -156,9 +173,11 @@ def detection_batches(images, targets, batch_size: int, flip: bool):
 @torch.no_grad()
 def predict_detector(model, images, cfg: DetectorConfig, conf: float | None = None, batch_size: int = 50,
                      device: str = "auto", precision: str = "auto", raw: bool = False):
-    """Detections for uint8 images ``[N, 3, 224, 224]``: list per image of boxes/scores/labels/heads.
+    """Detections for uint8 images ``[N, 3, 224, 224]``: list per image of boxes/scores/labels/heads, decoded
+    at ``conf`` (default ``cfg.conf_standard``) by :func:`decode_detector_outputs`.
 
-    With ``raw=True`` also returns the raw head outputs (float32, on CPU) for objectness maps."""
+    With ``raw=True`` also returns the raw head outputs (float32, on CPU; ``[N, A*(5+C), H, W]`` per head) for
+    objectness maps and for re-decoding without another forward pass."""
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
     was_training = model.training
@@ -171,12 +190,30 @@ def predict_detector(model, images, cfg: DetectorConfig, conf: float | None = No
         out = tuple(o.float().cpu() for o in out)
         if raw:
             raws.append(out)
-        preds += det.decode_predictions(out, cfg.anchors, 3, conf_threshold=cfg.conf_standard if conf is None else conf,
-                                        nms_iou=cfg.nms_iou, max_det=cfg.max_det, s3_conf=cfg.s3_conf)
+        preds += decode_detector_outputs(out, cfg, conf)
     model.train(was_training)
     if raw:
         return preds, tuple(torch.cat([r[i] for r in raws]) for i in range(3))
     return preds
+
+
+def decode_detector_outputs(outputs, cfg: DetectorConfig, conf: float | None = None, batch_size: int = 50):
+    """Raw head outputs (a tuple of three ``[N, A*(5+C), H, W]``) -> detections per image, with ``cfg``'s NMS IoU
+    and ``max_det``, at confidence ``conf`` (default ``cfg.conf_standard``).
+
+    ``cfg.s3_conf`` (the seed's proposal: a higher cut for S3 boxes, before NMS) applies only to a decoding at the
+    seed protocol's cut or above (``conf >= cfg.conf_seed``): under the standard protocol every box above
+    ``conf_standard`` is kept, whichever head made it."""
+    conf = cfg.conf_standard if conf is None else conf
+    s3 = cfg.s3_conf if cfg.s3_conf is not None and conf >= cfg.conf_seed else None
+    preds = []
+    for s in range(0, len(outputs[0]), batch_size):
+        preds += det.decode_predictions(tuple(o[s:s + batch_size] for o in outputs), cfg.anchors, 3,
+                                        conf_threshold=conf, nms_iou=cfg.nms_iou, max_det=cfg.max_det, s3_conf=s3)
+    return preds
+
+
+DECODING_FIELDS = {"nms_iou", "conf_seed", "conf_standard", "max_det", "s3_conf"}   # what a decode arm may change
 
 
 def filter_confidence(preds, conf: float):
@@ -191,7 +228,8 @@ def filter_confidence(preds, conf: float):
 
 def detection_metrics(preds, targets, cfg: DetectorConfig) -> dict:
     """Validation mAP under both protocols, flat (a training log's evaluation): ``map_standard`` (conf >=
-    ``conf_standard``) and ``map_seed`` (conf >= ``conf_seed``)."""
+    ``conf_standard``) and ``map_seed`` (conf >= ``conf_seed``; the seed's S3 cut ``s3_conf``, a decoding arm of
+    trained models, is not applied to training logs)."""
     std = evaluate_detections([_core(p) for p in preds], targets)
     seed = evaluate_detections([_core(p) for p in filter_confidence(preds, cfg.conf_seed)], targets)
     return {"map_standard": std["map"], "map_seed": seed["map"]}
@@ -270,11 +308,12 @@ def keypoint_batches(images, keypoints, batch_size: int):
 
 @torch.no_grad()
 def predict_keypoints(model, method: str, images, cfg: KeypointConfig, batch_size: int = 200,
-                      device: str = "auto", precision: str = "auto", return_heatmaps: bool = False) -> dict:
+                      device: str = "auto", precision: str = "auto", return_heatmaps: bool = False,
+                      decodings=None) -> dict:
     """Keypoints of images ``[N, 1, 128, 128]`` for every decoding of ``method`` in
-    :data:`hwlib.keypoints.DECODINGS`: ``{decoding name: Tensor[N, 5, 2]}`` (x, y) image pixels, e.g.
-    ``{"heatmap_dark", "heatmap_argmax"}`` for a heatmap model. With ``return_heatmaps`` also the raw
-    outputs under ``"heatmaps"`` (``[N, 5, H, H]``, heatmap models only)."""
+    :data:`hwlib.keypoints.DECODINGS` (or only those named in ``decodings``): ``{decoding name: Tensor[N, 5, 2]}``
+    (x, y) image pixels, e.g. ``{"heatmap_dark", "heatmap_argmax"}`` for a heatmap model. With ``return_heatmaps``
+    also the raw outputs under ``"heatmaps"`` (``[N, 5, H, H]``, heatmap models only)."""
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
     was_training = model.training
@@ -285,7 +324,7 @@ def predict_keypoints(model, method: str, images, cfg: KeypointConfig, batch_siz
             outs.append(model(images[s:s + batch_size].to(dev)).float().cpu())
     model.train(was_training)
     out = torch.cat(outs) if outs else torch.zeros(0, 5, 2)
-    res = kp.decode_outputs(method, out, cfg)
+    res = kp.decode_outputs(method, out, cfg, decodings)
     if return_heatmaps and out.dim() == 4:
         res["heatmaps"] = out
     return res
@@ -307,7 +346,7 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
     validation history under ``run_dir`` and ``reuse`` as in :func:`train_detector`. Returns ``(model, history)``."""
     name = name or f"{method}_s{seed}"
     ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
-    steps = cfg.regression_steps if method == "regression" and cfg.regression_steps else cfg.steps
+    steps = cfg.steps_of(method)
     return _train_or_reuse(lambda: kp.build_keypoint_model(method, cfg), cfg, steps, ckpt, validate, reuse,
                            lambda: _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision,
                                                          progress, validate))
@@ -320,9 +359,10 @@ def _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precisio
     model = kp.build_keypoint_model(method, cfg)
 
     def evaluate(m):
+        head = kp.headline_decoding(method)
         preds = predict_keypoints(m, method, val_images, cfg, device=device, precision=precision,
-                                  return_heatmaps=True)
-        out = {f"pck_{tau:g}": v for tau, v in pck(preds[kp.headline_decoding(method)], val_kps).items()}
+                                  return_heatmaps=True, decodings=(head,))
+        out = {f"pck_{tau:g}": v for tau, v in pck(preds[head], val_kps).items()}
         if "heatmaps" in preds:
             out["heatmap_mse"] = heatmap_mse(preds["heatmaps"], val_kps, cfg)
         return out
@@ -343,45 +383,58 @@ def split_seed(split: str) -> int:
     return SPLIT_SEEDS[split]
 
 
-def detector_metrics(preds, targets, cfg: DetectorConfig) -> dict:
+def detector_metrics(preds, targets, cfg: DetectorConfig, seed_preds=None) -> dict:
     """One detector's metrics for a record, under both protocols (SPEC §3, §7).
 
     Args:
         preds: per image ``{"boxes" [M, 4] xyxy px, "scores" [M], "labels" [M], "heads" [M]}`` decoded at
-            ``cfg.conf_standard`` (the seed protocol's cut is applied here).
+            ``cfg.conf_standard``.
         targets: per image ``{"boxes" [G, 4] xyxy px, "labels" [G]}``.
+        seed_preds: the same decoded at the seed protocol's cut (needed where ``cfg.s3_conf`` is set, see
+            :func:`decode_detector_outputs`); default: ``preds`` cut at ``cfg.conf_seed`` (the same, as NMS is greedy).
 
     Returns:
-        ``map_standard``, ``map_seed``, ``ap_standard`` / ``ap_seed`` (``{class: AP}``), ``tp_share_seed``
-        (``[3 heads][3 size buckets]``: each head's true positives under the seed protocol as a share of the
-        bucket's ground truth), ``recall_seed`` / ``recall_standard`` (``[3 buckets]``).
+        ``map_standard``, ``map_seed``, ``ap_standard`` / ``ap_seed`` (``{class: AP}``), ``tp_share_seed`` /
+        ``tp_share_standard`` (``[3 heads][3 size buckets]``: each head's true positives under that protocol as a
+        share of the bucket's ground truth), ``recall_seed`` / ``recall_standard`` (``[3 buckets]``).
     """
     from .analysis import head_bucket_table
 
+    if cfg.s3_conf is not None and seed_preds is None:
+        raise ValueError("cfg.s3_conf is set: pass seed_preds decoded at the seed protocol (decode_detector_outputs)")
     std = evaluate_detections([_core(p) for p in preds], targets)
-    seed_preds = filter_confidence(preds, cfg.conf_seed)
+    seed_preds = filter_confidence(preds, cfg.conf_seed) if seed_preds is None else seed_preds
     seed = evaluate_detections([_core(p) for p in seed_preds], targets)
     tb_seed = head_bucket_table(seed_preds, targets, cfg.size_buckets)
     tb_std = head_bucket_table(preds, targets, cfg.size_buckets)
-    share = tb_seed["tp"] / np.maximum(tb_seed["n_gt"], 1)[None, :]
+    share = lambda tb: (tb["tp"] / np.maximum(tb["n_gt"], 1)[None, :]).tolist()   # noqa: E731
     return {"map_standard": std["map"], "map_seed": seed["map"],
             "ap_standard": dict(zip(CLASS_NAMES, std["ap"])), "ap_seed": dict(zip(CLASS_NAMES, seed["ap"])),
-            "tp_share_seed": share.tolist(), "recall_seed": tb_seed["recall"].tolist(),
+            "tp_share_seed": share(tb_seed), "tp_share_standard": share(tb_std), "recall_seed": tb_seed["recall"].tolist(),
             "recall_standard": tb_std["recall"].tolist()}
 
 
-def keypoint_metrics(method: str, preds: dict, gt) -> dict:
+def _metrics_of_outputs(outputs, targets, cfg: DetectorConfig) -> dict:
+    """:func:`detector_metrics` of raw head outputs decoded with ``cfg`` under both protocols."""
+    seed_preds = decode_detector_outputs(outputs, cfg, cfg.conf_seed) if cfg.s3_conf is not None else None
+    return detector_metrics(decode_detector_outputs(outputs, cfg), targets, cfg, seed_preds)
+
+
+def keypoint_metrics(method: str, preds: dict, gt, subsets: dict | None = None) -> dict:
     """One keypoint model's metrics for a record (SPEC §7).
 
     Args:
         method: ``"heatmap"``, ``"regression"`` or ``"integral"``.
         preds: ``{decoding name: Tensor[N, 5, 2]}`` (x, y) image px, as :func:`predict_keypoints` returns.
         gt: ``Tensor[N, 5, 2]`` ground truth (x, y) image px.
+        subsets: ``{name: bool [N]}`` figures to score apart (e.g. :func:`keypoint_subsets` of the split's meta).
 
     Returns:
         the headline decoding's ``pck_<tau>`` (bbox-diagonal norm, tau in 0.05 .. 0.2), ``pck_torso_<tau>``,
         ``pck_per_keypoint_0.05`` (``{keypoint: PCK}``), ``mean_px_error`` and ``mean_px_error_per_keypoint``;
-        the method's other decodings, the same keys, under ``"decodings"`` (``{name: {...}}``).
+        the method's other decodings, the same keys, under ``"decodings"`` (``{name: {...}}``); with ``subsets``,
+        ``"subsets"``: ``{name: {"pck_0.05", "pck_per_keypoint_0.05"}}`` of the headline decoding on those figures
+        and ``{"not_" + name: ...}`` on the others (NaN where a subset is empty).
     """
     def one(p):
         out = {f"pck_{t:g}": v for t, v in pck(p, gt).items()}
@@ -392,12 +445,32 @@ def keypoint_metrics(method: str, preds: dict, gt) -> dict:
         out["mean_px_error_per_keypoint"] = dict(zip(KEYPOINT_NAMES, err.tolist()))
         return out
 
+    def part(p, g):
+        if len(g) == 0:
+            return {"pck_0.05": math.nan, "pck_per_keypoint_0.05": dict.fromkeys(KEYPOINT_NAMES, math.nan)}
+        return {"pck_0.05": pck(p, g)[0.05],
+                "pck_per_keypoint_0.05": dict(zip(KEYPOINT_NAMES, pck_per_keypoint(p, g, 0.05).tolist()))}
+
     head = kp.headline_decoding(method)
     out = one(preds[head])
     others = {d: one(p) for d, p in preds.items() if d != head and d in kp.DECODINGS}
     if others:
         out["decodings"] = others
+    if subsets:
+        out["subsets"] = {}
+        for name, mask in subsets.items():
+            m = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
+            out["subsets"][name] = part(preds[head][m], gt[m])
+            out["subsets"]["not_" + name] = part(preds[head][~m], gt[~m])
     return out
+
+
+def keypoint_subsets(meta: dict) -> dict:
+    """The figures scored apart in every keypoint record: ``hand_under_brighter`` (a hand hidden under a brighter
+    stroke, :func:`hwlib.data.make_keypoint_data`) and ``ambiguous`` (hands closer than two line widths);
+    ``{name: bool [N]}``."""
+    return {"hand_under_brighter": np.asarray(meta["hand_under_brighter"]).any(1),
+            "ambiguous": np.asarray(meta["ambiguous"], dtype=bool)}
 
 
 def decoding_metrics(record: dict, decoding: str, stat: str = "mean") -> dict:
@@ -459,10 +532,10 @@ class Runs:
         return {name: r.to_json() for name, r in self.records.items()}
 
 
-def _with_baseline(records: dict, baseline: str | None) -> dict:
+def _with_baseline(records: dict, baseline: str | None, skip=()) -> dict:
     if baseline is None or baseline not in records:
         return records
-    return {n: r if n == baseline else r.with_baseline(records[baseline]) for n, r in records.items()}
+    return {n: r if n == baseline or n in skip else r.with_baseline(records[baseline]) for n, r in records.items()}
 
 
 def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix: str = "", split: str = "test",
@@ -478,25 +551,38 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         n_eval: evaluation images (default ``base.n_val``).
         validate: log validation mAP every ``eval_every`` steps (curves, plateau verdict) ...
         validate_seeds: ... for the first this many seeds of each arm only (default: all).
-        decode_arms: ``name -> (trained arm, decoding overrides)``: re-decode a trained arm's models
-            (``s3_conf``, ``nms_iou``, ...) without training.
-        baseline: the arm every other arm is paired with (``paired_diff``); ``None`` for no pairing.
+        decode_arms: ``name -> (trained arm, decoding overrides)``: the trained arm's models decoded again with
+            other decoding settings (``s3_conf``, ``nms_iou``, ...), from the same forward pass, without training;
+            each is paired with the arm it re-decodes (same models, so the difference is the decoding's alone).
+        baseline: the trained arm every other trained arm is paired with (``paired_diff``); ``None``: no pairing.
     """
     from .results import Record, plateau
 
+    decode_arms = decode_arms or {}
+    for name, (src, over) in decode_arms.items():
+        if src not in arms:
+            raise ValueError(f"decode arm {name!r} re-decodes {src!r}, which is not a trained arm: {list(arms)}")
+        bad = set(over) - DECODING_FIELDS
+        if bad:
+            raise ValueError(f"decode arm {name!r} changes {sorted(bad)}: only decoding fields {sorted(DECODING_FIELDS)}")
     images, targets = detection_data(n_eval or base.n_val, split_seed(split), base.size_mode)
     records, histories, models = {}, {}, {}
     for name, over in arms.items():
         cfg = dataclasses.replace(base, **over)
         if cfg.size_mode != base.size_mode:
             raise ValueError(f"arm {name!r}: every arm is evaluated on the same images (size_mode {base.size_mode!r})")
+        mine = {d: dataclasses.replace(cfg, **o) for d, (src, o) in decode_arms.items() if src == name}
         runs, secs, hists, ss = [], [], [], _seeds_of(seeds, name)
+        decoded = {d: [] for d in mine}
         for s in ss:
             val = validate and (validate_seeds is None or ss.index(s) < validate_seeds)
             model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{prefix}{name}_s{s}", device=device,
                                          precision=precision, progress=progress, validate=val)
-            runs.append(detector_metrics(predict_detector(model, images, cfg, device=device, precision=precision),
-                                         targets, cfg))
+            _, outputs = predict_detector(model, images, cfg, device=device, precision=precision, raw=True)
+            runs.append(_metrics_of_outputs(outputs, targets, cfg))
+            for d, dcfg in mine.items():
+                decoded[d].append(_metrics_of_outputs(outputs, targets, dcfg))
+            del outputs
             secs.append(hist.train_seconds)
             if val:
                 hists.append(hist)
@@ -505,15 +591,10 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         records[name] = Record(ss, runs, secs, [cfg.steps * cfg.batch_size] * len(ss),
                                plateau=plateau(hists, "map_standard", of=len(ss)) if validate else None,
                                setting=setting)
-    for name, (src, over) in (decode_arms or {}).items():
-        runs, ss = [], records[src].seeds
-        for s in ss:
-            model, cfg = models[(src, s)]
-            cfg = dataclasses.replace(cfg, **over)
-            runs.append(detector_metrics(predict_detector(model, images, cfg, device=device, precision=precision),
-                                         targets, cfg))
-        records[name] = dataclasses.replace(records[src], per_seed_metrics=runs, paired_diff=None)
-    return Runs(_with_baseline(records, baseline), histories, models, images, targets)
+        for d, per_seed in decoded.items():
+            records[d] = dataclasses.replace(records[name], per_seed_metrics=per_seed,
+                                             paired_diff=None).with_baseline(records[name])
+    return Runs(_with_baseline(records, baseline, skip=set(decode_arms)), histories, models, images, targets)
 
 
 def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None, prefix: str = "",
@@ -543,7 +624,7 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
                                                device=device, precision=precision, progress=progress,
                                                validate=val)
             preds = predict_keypoints(model, method, images, cfg, device=device, precision=precision)
-            runs.append(keypoint_metrics(method, preds, gt))
+            runs.append(keypoint_metrics(method, preds, gt, keypoint_subsets(meta)))
             secs.append(hist.train_seconds)
             if val:
                 hists.append(hist)
@@ -552,7 +633,7 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
                 errors.setdefault(d, []).append(keypoint_errors(p, gt).numpy())
                 if s == 0:
                     examples[d] = p
-        steps = cfg.regression_steps if method == "regression" and cfg.regression_steps else cfg.steps
+        steps = cfg.steps_of(method)
         histories[method] = hists if validate else []
         records[method] = Record(ss, runs, secs, [steps * cfg.batch_size] * len(ss),
                                  plateau=plateau(hists, "pck_0.05", of=len(ss)) if validate else None,

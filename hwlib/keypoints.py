@@ -407,16 +407,22 @@ def headline_decoding(method: str) -> str:
     return decodings_of(method)[0]
 
 
-def decode_outputs(method: str, outputs: torch.Tensor, cfg) -> dict:
+def decode_outputs(method: str, outputs: torch.Tensor, cfg, names=None) -> dict:
     """A ``method`` model's raw outputs -> ``{decoding name: keypoints Tensor[N, K, 2] (x, y) image px}`` for
-    every decoding of that method in :data:`DECODINGS`.
+    every decoding of that method in :data:`DECODINGS` (or only those in ``names``).
 
     Args:
         outputs: ``Tensor[N, K, H, W]`` (heatmap logits or maps) or ``Tensor[N, K, 2]`` normalized (x, y).
         cfg: the model's :class:`hwlib.config.KeypointConfig` (heatmap size, sigma, loss).
+        names: decodings to run (each must be one of ``method``'s); ``None``: all of them.
     """
     codec = codec_for(method, cfg)
-    return {name: codec.decode(outputs, DECODINGS[name].codec_method) for name in decodings_of(method)}
+    own = decodings_of(method)
+    if names is not None:
+        bad = [n for n in names if n not in own]
+        if bad:
+            raise ValueError(f"{bad} are not decodings of {method!r}; its decodings: {own}")
+    return {name: codec.decode(outputs, DECODINGS[name].codec_method) for name in (own if names is None else names)}
 
 
 def heatmaps_as_targets(out: torch.Tensor, cfg) -> torch.Tensor:

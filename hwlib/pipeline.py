@@ -33,7 +33,7 @@ from .report import atomic_write_text, refresh_macros
 
 HWLIB_DIR = Path(__file__).resolve().parent
 # modules no notebook imports: changing them does not change any stage's results
-NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py", "run.py", "zoo.py"}
+NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py", "recipe.py", "run.py", "zoo.py"}
 
 
 def notebooks() -> list[Path]:

@@ -124,3 +124,37 @@ def test_keypoint_bad_input():
         make_keypoint_data(2, hard_fraction=1.5)
     images, kps = make_keypoint_data(0)
     assert images.shape == (0, 1, 128, 128) and kps.shape == (0, 5, 2)
+
+
+def test_hand_under_brighter_stroke_by_the_rendering_rule():
+    from hwlib.data import _hands_covered
+
+    one = lambda *v: np.array([v], dtype=np.float64)   # noqa: E731   a batch of one figure: a point [1, 2]
+    val = lambda v: np.array([v], dtype=np.float64)    # noqa: E731   a value [1]
+    kps = np.zeros((1, 5, 2))
+    kps[0, 1], kps[0, 2] = (80.0, 50.0), (50.0, 50.0)                   # left hand far away, right hand at (50, 50)
+    w, lv, rv, bg = val(3.0), val(0.9), val(0.6), val(0.1)
+    torso = (one(50.0, 30.0), one(50.0, 70.0), 2)                        # a bright vertical line through the right hand
+    r_fore = (one(40.0, 50.0), one(50.0, 50.0), 1)                       # the right hand's own forearm: never counts
+    knobs = [(one(50.0, 10.0), val(5.0), lv)] + [(kps[:, k], 0.9 * w, lv if k in (1, 3) else rv) for k in (1, 2, 3, 4)]
+    under, covered = _hands_covered(kps, [torso, r_fore], ["torso", "r_fore"], knobs, w, lv, rv, bg)
+    assert under.tolist() == [[False, True]] and covered.tolist() == [[False, True]]
+    # the torso moved 2.2 px away: its anti-aliased edge gives 0.1 + (1.5 + 0.5 - 2.2 -> 0) ... nothing at the hand
+    far = (one(52.2, 30.0), one(52.2, 70.0), 2)
+    under, _ = _hands_covered(kps, [far, r_fore], ["torso", "r_fore"], knobs, w, lv, rv, bg)
+    assert not under.any()
+    # a dim right-side stroke (the right thigh) over the right hand: as bright, not brighter
+    thigh = (one(50.0, 30.0), one(50.0, 70.0), 1)
+    under, covered = _hands_covered(kps, [thigh, r_fore], ["r_thigh", "r_fore"], knobs, w, lv, rv, bg)
+    assert under.tolist() == [[False, False]] and covered.tolist() == [[False, True]]
+
+
+def test_hand_under_brighter_shows_in_the_pixels():
+    images, kps, meta = make_keypoint_data(600, seed=11, return_meta=True)
+    assert not meta["hand_under_brighter"][:, 0].any()                   # the left hand is never the dimmer one
+    px = lambda k: torch.stack([img[0, int(p[k, 1]), int(p[k, 0])] for img, p in zip(images, kps)]).numpy()  # noqa: E731
+    ratio = px(2) / px(1)                                                # right-hand pixel over left-hand pixel
+    under, far = meta["hand_under_brighter"][:, 1], meta["hand_distance"] > 10
+    assert 0.03 < under.mean() < 0.4
+    assert (ratio[under] > 0.85).mean() > 0.7                            # hidden: as bright as the left hand
+    assert (ratio[~under & far] < 0.85).mean() > 0.95                    # visible: the dimmer right-limb value

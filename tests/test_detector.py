@@ -205,3 +205,33 @@ def test_gradient_centre_and_erf_within_trf_for_strided_heads():
     for level, trf in enumerate((17, 33, 65)):
         _, side = effective_rf(lambda x: m(x)[level], torch.rand(2, 3, 224, 224))
         assert side <= trf + 1, (level, side)   # the field is centred on its gradient, not on the cell's box
+
+
+def test_wide_1x1_heads_match_the_3x3_heads_in_parameters():
+    n = {h: sum(p.numel() for p in det.MultiScaleDetector(head=h, width=0.5).heads[1:].parameters())
+         for h in ("deep1x1", "deep1x1_wide", "deep")}
+    assert abs(n["deep1x1_wide"] - n["deep"]) / n["deep"] < 0.02 and n["deep1x1"] < 0.5 * n["deep"]
+    assert detector_rf(det.MultiScaleDetector(head="deep1x1_wide"))["S3"]["rf"] == \
+        detector_rf(det.MultiScaleDetector(head="seed"))["S3"]["rf"]       # deeper and wider, the same field
+
+
+def test_a_listed_head_without_a_branch_raises(monkeypatch):
+    monkeypatch.setattr(det, "HEADS", det.HEADS + ("new",))
+    with pytest.raises(NotImplementedError, match="new"):
+        det.MultiScaleDetector(head="new")
+
+
+def test_best_anchor_assignment_gives_one_positive_per_object():
+    # a 24 px box fits S1's middle anchor (index 1); a 120 px box S3's 128 px anchor (index 7); a 60 px box S2's 64 (4)
+    boxes = torch.tensor([[10.0, 10.0, 34.0, 34.0], [40.0, 40.0, 160.0, 160.0], [100.0, 20.0, 160.0, 80.0]])
+    assert det.best_anchor_index(boxes[:, 2:] - boxes[:, :2], det.SEED_ANCHORS).tolist() == [1, 7, 4]
+    # 96 px is an anchor of S2 and of S3: the tie goes to the lower index, S2
+    assert det.best_anchor_index(torch.tensor([[96.0, 96.0]]), det.SEED_ANCHORS).tolist() == [5]
+    targets = [{"boxes": boxes, "labels": torch.tensor([0, 1, 2])}]
+    a = det.assign_targets(targets, [(56, 56), (28, 28), (14, 14)], neighbour_cells=False, assignment="best_anchor")
+    assert [len(x["gt"]) for x in a] == [1, 1, 1]
+    assert [x["gt"].tolist() for x in a] == [[0], [2], [1]] and [x["anchor"].tolist() for x in a] == [[1], [1], [1]]
+    ratio = det.assign_targets(targets, [(56, 56), (28, 28), (14, 14)], neighbour_cells=False)
+    assert sum(len(x["gt"]) for x in ratio) > 3                           # ratio matching: several per object
+    with pytest.raises(ValueError, match="assignment"):
+        det.assign_targets(targets, [(56, 56), (28, 28), (14, 14)], assignment="best")

@@ -248,6 +248,15 @@ def test_load_detector_rebuilds_config_and_refuses_keypoint_models(ckpts):
     assert (type(model).__name__, method, cfg) == ("IntegralNet", "integral", KP_CFG)
 
 
+def test_a_checkpoint_with_the_seed_s3_cut_evaluates_and_keeps_its_standard_protocol(ckpts, tmp_path):
+    cfg = dataclasses.replace(DET_CFG, s3_conf=0.99)
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "s3.pt", build_detector(DET_CFG), cfg, extra={"step": 3, "train_seconds": 1.0})
+    plain = evaluate_checkpoint(ckpts["det"], seed=SEED, n=N_DET, progress=False)
+    cut = evaluate_checkpoint(path, seed=SEED, n=N_DET, progress=False)     # same weights (same seed), S3 cut 0.99
+    assert cut["map_standard"] == plain["map_standard"]                      # standard protocol: not applied
+
+
 def test_unknown_config_key_is_refused(ckpts, tmp_path):
     bad = tmp_path / "newer.pt"
     payload = torch.load(ckpts["det"], weights_only=True)

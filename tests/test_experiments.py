@@ -38,10 +38,78 @@ def test_run_detectors_records_pairs_and_decode_arms(tmp_path):
     # paired difference = mean of per-seed differences (seed s with seed s)
     d = np.subtract(rec["wide nms"]["per_seed"]["map_standard"], rec["baseline"]["per_seed"]["map_standard"])
     assert rec["wide nms"]["paired_diff"]["map_standard"]["mean"] == pytest.approx(d.mean())
+    # the S3 cut is the seed's proposal for its protocol: the standard protocol keeps every box, so the
+    # decode arm's standard mAP is the baseline's exactly, and its difference there is 0
+    assert rec["S3 conf 0.7"]["per_seed"]["map_standard"] == rec["baseline"]["per_seed"]["map_standard"]
+    assert rec["S3 conf 0.7"]["paired_diff"]["map_standard"]["mean"] == 0
     # evaluation on the held-out test split
     assert runs.images.shape[0] == 8
     with pytest.raises(ValueError, match="val.*test"):
         split_seed("train")
+
+
+def _fake_outputs(n=4, seed=0):
+    """Raw detector outputs ``(P1, P2, P3)`` of an untrained-looking head: random logits, objectness high enough
+    that many boxes of every head pass the seed's 0.5 cut."""
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for size in (56, 28, 14):
+        o = torch.randn(n, 3, 8, size, size, generator=g)
+        o[:, :, 4] += 1.0
+        outs.append(o.reshape(n, 24, size, size))
+    return tuple(outs)
+
+
+def test_s3_cut_applies_to_the_seed_protocol_only():
+    from hwlib.config import DetectorConfig
+    from hwlib.experiments import decode_detector_outputs
+
+    out = _fake_outputs()
+    plain, cut = DetectorConfig(), DetectorConfig(s3_conf=0.9)
+    for conf in (None, 0.001):            # standard protocol: identical with and without the S3 cut
+        a, b = decode_detector_outputs(out, plain, conf), decode_detector_outputs(out, cut, conf)
+        assert all(torch.equal(x["scores"], y["scores"]) for x, y in zip(a, b))
+    seed_plain, seed_cut = decode_detector_outputs(out, plain, 0.5), decode_detector_outputs(out, cut, 0.5)
+    s3 = lambda ps, lo, hi: sum(int(((p["heads"] == 2) & (p["scores"] >= lo) & (p["scores"] < hi)).sum()) for p in ps)  # noqa: E731
+    assert s3(seed_plain, 0.5, 0.9) > 0 and s3(seed_cut, 0.5, 0.9) == 0       # S3 boxes under 0.9 are gone ...
+    other = lambda ps: sum(int((p["heads"] != 2).sum()) for p in ps)          # noqa: E731
+    assert other(seed_cut) >= other(seed_plain) > 0                           # ... and no other head lost any
+
+
+def test_decode_arm_errors():
+    cfg = dataclasses.replace(SMOKE.det_ablation, steps=1)
+    with pytest.raises(ValueError, match="not a trained arm"):
+        run_detectors(cfg, {"baseline": {}}, 1, decode_arms={"x": ("nope", {"nms_iou": 0.5})}, progress=False)
+    with pytest.raises(ValueError, match="only decoding fields"):
+        run_detectors(cfg, {"baseline": {}}, 1, decode_arms={"x": ("baseline", {"lr": 0.1})}, progress=False)
+
+
+def test_same_config_accepts_fields_added_at_their_default():
+    from hwlib.config import DetectorConfig
+    from hwlib.experiments import same_config
+    from hwlib.report import to_jsonable
+
+    stored = to_jsonable(dataclasses.asdict(DetectorConfig()))
+    assert same_config(stored, DetectorConfig())
+    old = {k: v for k, v in stored.items() if k != "assignment"}     # written before the field existed
+    assert same_config(old, DetectorConfig())
+    assert not same_config(old, DetectorConfig(assignment="best_anchor"))
+    assert not same_config({**stored, "lr": 1.0}, DetectorConfig())
+    assert not same_config({**stored, "unknown": 1}, DetectorConfig())
+    assert not same_config(None, DetectorConfig())
+
+
+def test_keypoint_subsets_scored_apart():
+    gt = torch.rand(6, 5, 2) * 100 + 10
+    pred = gt.clone()
+    pred[3:, 2] += 50                       # the right hand wrong on the last three figures only
+    mask = np.array([False, False, False, True, True, True])
+    m = keypoint_metrics("regression", {"regression": pred}, gt, {"hidden": mask})
+    assert m["subsets"]["hidden"]["pck_per_keypoint_0.05"]["right_hand"] == 0
+    assert m["subsets"]["not_hidden"]["pck_per_keypoint_0.05"]["right_hand"] == 1
+    assert m["subsets"]["not_hidden"]["pck_0.05"] == 1 and m["subsets"]["hidden"]["pck_0.05"] == pytest.approx(0.8)
+    empty = keypoint_metrics("regression", {"regression": pred}, gt, {"none": np.zeros(6, bool)})["subsets"]["none"]
+    assert math.isnan(empty["pck_0.05"])
 
 
 def test_run_keypoint_methods_record_with_cost_and_plateau(tmp_path):

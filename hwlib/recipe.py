@@ -1,0 +1,215 @@
+"""The training-recipe study (issue #14): how many training images each recipe needs to reach a goal accuracy.
+
+Images to accuracy is machine-independent (seconds are not): a model is validated every ``eval_every`` steps on
+the validation split (never the test split: this study makes choices), and its images to the goal are
+``batch_size x`` the first evaluated step at which the validation metric reaches the goal (NaN if it never does).
+Every recipe is an arm of :data:`RECIPES`: ``DetectorConfig`` / ``KeypointConfig`` overrides of one task's base
+(the ``cpu`` profile's headline config at a shorter schedule), trained with several seeds on the same streams as
+the headline models; the record (SPEC §7) holds, per seed, the final validation metric, the images to the goal and
+the gain over the last quarter of the schedule (the plateau criterion, :func:`hwlib.results.plateau`).
+
+Run it (each finished run is kept under ``runs/recipe/`` and loaded, not retrained, when the study is resumed)::
+
+    python -m hwlib.recipe --task heatmap            # every arm of one task, 3 seeds
+    python -m hwlib.recipe --task detector --arms "lr 4e-3" --seeds 2
+
+It writes ``report/generated/recipe.json`` (+ its macros, prefix ``Recipe``), the validation curves beside it
+(``recipe_curves.json``), the table ``recipe_table.tex`` and the figure ``figures/recipe_curves.pdf``; tasks already
+there are kept, the one run is replaced. It is not a notebook stage: the pipeline does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from .config import REPO_ROOT, load_profile
+
+# task -> (metric, goal, base overrides of the profile's headline config, arms)
+RECIPES: dict = {
+    "heatmap": {
+        "metric": "pck_0.05", "goal": 0.95, "model": "heatmap",
+        "base": {"steps": 200, "eval_every": 10, "n_val": 500},          # 6,400 images, the #14 goal's budget
+        "arms": {
+            "profile (lr 4e-3, batch 32)": {},
+            "lr 8e-3": {"lr": 8e-3},
+            "batch 16, 400 steps": {"batch_size": 16, "steps": 400, "eval_every": 20},
+            "EMA 0.98": {"ema": 0.98},
+        },
+    },
+    "detector": {
+        "metric": "map_standard", "goal": 0.85, "model": "seed_exact",
+        "base": {"steps": 200, "eval_every": 20, "n_val": 250},          # 3,200 images, the #14 goal's budget
+        "arms": {
+            "profile (lr 2e-3, batch 16)": {},
+            "lr 4e-3": {"lr": 4e-3},
+            "batch 8, 400 steps": {"batch_size": 8, "steps": 400, "eval_every": 40},
+        },
+    },
+    "regression": {
+        "metric": "pck_0.05", "goal": 0.8, "model": "regression",
+        "base": {"regression_steps": 1000, "eval_every": 50, "n_val": 500},
+        "arms": {
+            "profile (lr 4e-3)": {},
+            "lr 1e-3": {"lr": 1e-3},
+            "EMA 0.995": {"ema": 0.995},
+        },
+    },
+}
+
+
+def base_config(task: str, profile: str = "cpu"):
+    """The task's base config: the profile's headline config with the study's overrides."""
+    p = load_profile(profile)
+    spec = RECIPES[task]
+    cfg = p.detector if task == "detector" else p.keypoint
+    return dataclasses.replace(cfg, **spec["base"])
+
+
+def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str = "cpu", progress: bool = True):
+    """Train every arm (or those named) of ``task`` for ``seeds`` seeds with validation; returns
+    ``({arm: Record}, {arm: [History per seed]})``."""
+    from .experiments import train_detector, train_keypoint_model
+    from .results import Record, plateau
+
+    if task not in RECIPES:
+        raise ValueError(f"task must be one of {list(RECIPES)}, got {task!r}")
+    spec = RECIPES[task]
+    names = list(spec["arms"]) if arms is None else list(arms)
+    bad = [a for a in names if a not in spec["arms"]]
+    if bad:
+        raise ValueError(f"unknown {task} arms {bad}; valid: {list(spec['arms'])}")
+    run_dir = Path(run_dir or REPO_ROOT / "runs" / "recipe")
+    base = base_config(task, profile)
+    records, histories = {}, {}
+    for arm in names:
+        cfg = dataclasses.replace(base, **spec["arms"][arm])
+        per_seed, secs, hists = [], [], []
+        for s in range(seeds):
+            name = f"{task}_{_slug(arm)}_s{s}"
+            if task == "detector":
+                _, h = train_detector(cfg, seed=s, run_dir=run_dir, name=name, progress=progress, reuse=True)
+                steps = cfg.steps
+            else:
+                _, h = train_keypoint_model(spec["model"], cfg, seed=s, run_dir=run_dir, name=name,
+                                            progress=progress, reuse=True)
+                steps = cfg.steps_of(spec["model"])
+            first = h.first_reaching(spec["metric"], spec["goal"], field="step")
+            final = h.evals[-1][spec["metric"]]
+            per_seed.append({"final": final, "images_to_goal": first * cfg.batch_size if first is not None else math.nan,
+                             "best": max(e[spec["metric"]] for e in h.evals)})
+            secs.append(h.train_seconds)
+            hists.append(h)
+        records[arm] = Record(list(range(seeds)), per_seed, secs, [steps * cfg.batch_size] * seeds,
+                              plateau=plateau(hists, spec["metric"], of=seeds), setting=_setting(cfg, task))
+        histories[arm] = hists
+    profile_arm = next(iter(spec["arms"]))          # the first arm is the profile's recipe: the others pair with it
+    if profile_arm in records:
+        records = {a: r if a == profile_arm else r.with_baseline(records[profile_arm], ["final", "best"])
+                   for a, r in records.items()}
+    return records, histories
+
+
+def _setting(cfg, task) -> str:
+    """``"200 steps x batch 32, lr 0.004, warm-up 50, EMA 0"``: what a recipe sets (plain text, no LaTeX specials)."""
+    steps = cfg.steps_of(RECIPES[task]["model"]) if task != "detector" else cfg.steps
+    out = f"{steps} steps x batch {cfg.batch_size}, lr {cfg.lr:g}, warm-up {cfg.warmup_steps}"
+    return out + (f", EMA {cfg.ema:g}" if task != "detector" else "")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def recipe_table(results: dict):
+    """``(header, rows)``: every task's arms, images to the goal, final validation metric (mean ± std) and its paired
+    difference against the task's profile recipe (mean [95% CI])."""
+    from .results import diff_cell, pm
+
+    rows = []
+    for task, t in results.items():
+        if task not in RECIPES:
+            continue
+        for arm, r in t["arms"].items():
+            reached = sum(1 for v in r["per_seed"]["images_to_goal"] if v == v)
+            rows.append([f"{task}: {arm}", str(r["train_images"][0]), f"{reached}/{len(r['seeds'])}",
+                         pm(r, "images_to_goal", digits=0), pm(r, "final"), diff_cell(r, "final")])
+        rows.append("midrule")
+    return ["task: recipe (full setting in recipe.json)", "images", "reached", "images to goal", "final (validation)",
+            "$\\Delta$ final [95\\% CI]"], rows[:-1]
+
+
+def recipe_curves(curves: dict, results: dict, path=None):
+    """Validation metric against training images, one panel per task, one colour per arm, one line per seed, the
+    goal dotted. ``curves``: ``{task: {arm: {"batch": batch size, "runs": [[(step, value), ...] per seed]}}}``."""
+    from .plots import FULL_WIDTH, PALETTE, STYLE, _figure, _finish, _legend_above, plt
+
+    with plt.rc_context(STYLE):
+        fig, axes = _figure(FULL_WIDTH, 2.4, 1, len(curves))
+        for ax, (task, arms) in zip(axes[0], curves.items()):
+            for i, (arm, a) in enumerate(arms.items()):
+                for k, c in enumerate(a["runs"]):
+                    ax.plot([s * a["batch"] for s, _ in c], [v for _, v in c], color=PALETTE[i % len(PALETTE)], lw=1,
+                            alpha=0.8, label=f"{task}: {arm}" if k == 0 else None)
+            ax.axhline(results[task]["goal"], color="k", ls=":", lw=1)
+            lo = min(v for a in arms.values() for c in a["runs"] for _, v in c[len(c) // 3:])
+            ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+            ax.set_xlabel("training images")
+            ax.set_ylabel(f"validation {results[task]['metric']}")
+            ax.set_title(task)
+            ax.grid(alpha=0.3)
+        _legend_above(fig, ncol=2)
+        return _finish(fig, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m hwlib.recipe")
+    ap.add_argument("--task", required=True, choices=list(RECIPES))
+    ap.add_argument("--arms", nargs="+", help="arm names (default: all of the task's)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--run-dir", help="checkpoints (default: runs/recipe/)")
+    ap.add_argument("--out", help="write the JSON, table and figure here (default: the profile's generated/figures dirs)")
+    args = ap.parse_args(argv)
+    from .report import atomic_write_text, write_results, write_table
+
+    t0 = time.time()
+    try:
+        records, histories = run_recipe(args.task, args.arms, args.seeds, run_dir=args.run_dir, profile=args.profile)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    p = load_profile(args.profile)
+    gen_dir = Path(args.out) if args.out else p.generated_dir
+    fig_dir = Path(args.out) if args.out else p.figures_dir
+    path = gen_dir / "recipe.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    spec = RECIPES[args.task]
+    results.setdefault("profile", args.profile)
+    task = results.setdefault(args.task, {"arms": {}})        # arms run before (other --arms) are kept
+    task.update({"metric": spec["metric"], "goal": spec["goal"], "split": "val"})
+    task["arms"].update({a: r.to_json() for a, r in records.items()})
+    cpath = gen_dir / "recipe_curves.json"
+    curves = json.loads(cpath.read_text()) if cpath.exists() else {}
+    base = base_config(args.task, args.profile)
+    curves.setdefault(args.task, {}).update(
+        {a: {"batch": dataclasses.replace(base, **spec["arms"][a]).batch_size,
+             "runs": [[(e["step"], e[spec["metric"]]) for e in h.evals] for h in hs]} for a, hs in histories.items()})
+    atomic_write_text(cpath, json.dumps(curves) + "\n")
+    write_results(gen_dir, "recipe", results, prefix="Recipe")
+    write_table(gen_dir, "recipe_table", *recipe_table(results), align="lrrrrr")
+    recipe_curves(curves, results, fig_dir / "recipe_curves.pdf")
+    print(f"{args.task}: {len(records)} arms x {args.seeds} seeds in {time.time() - t0:.0f} s -> {path}")
+    for arm, r in records.items():
+        j = r.to_json()
+        print(f"  {arm:32s} images to {spec['goal']}: {j['per_seed']['images_to_goal']}  final {j['mean']['final']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

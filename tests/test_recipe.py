@@ -1,0 +1,68 @@
+"""The training-recipe study (hwlib.recipe): images to the goal from validation curves, records per arm."""
+
+import math
+
+import pytest
+
+from hwlib import recipe
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A heatmap study at the smoke profile: 4 steps, validated every 2; one goal every model reaches at its
+    first evaluation (0), one none can reach (above 1)."""
+    tasks = {
+        "heatmap": {"metric": "pck_0.05", "goal": 0.0, "model": "heatmap", "base": {"steps": 4, "eval_every": 2},
+                    "arms": {"base": {}, "batch 8": {"batch_size": 8}}},
+        "regression": {"metric": "pck_0.05", "goal": 1.5, "model": "regression",
+                       "base": {"steps": 4, "regression_steps": 4, "eval_every": 2}, "arms": {"base": {}}},
+    }
+    monkeypatch.setattr(recipe, "RECIPES", tasks)
+    return tasks
+
+
+def test_images_to_goal_is_the_first_validated_step_times_the_batch(tiny, tmp_path):
+    records, hists = recipe.run_recipe("heatmap", seeds=2, run_dir=tmp_path, profile="smoke", progress=False)
+    assert set(records) == {"base", "batch 8"}
+    for arm, batch in (("base", 16), ("batch 8", 8)):          # the smoke profile's keypoint batch is 16
+        r = records[arm].to_json()
+        assert r["seeds"] == [0, 1] and r["train_images"] == [4 * batch] * 2
+        assert r["per_seed"]["images_to_goal"] == [2 * batch] * 2        # reached at the first evaluation (step 2)
+        assert [e["step"] for e in hists[arm][0].evals] == [2, 4]
+        assert r["per_seed"]["final"] == [h.evals[-1]["pck_0.05"] for h in hists[arm]]
+        assert r["plateau"]["reached"] in (True, False)
+    # a resumed study loads the finished runs instead of training them again
+    again, _ = recipe.run_recipe("heatmap", arms=["base"], seeds=2, run_dir=tmp_path, profile="smoke", progress=False)
+    assert again["base"].to_json()["per_seed"] == records["base"].to_json()["per_seed"]
+
+
+def test_a_goal_never_reached_is_nan_and_the_table_says_so(tiny, tmp_path):
+    records, _ = recipe.run_recipe("regression", seeds=1, run_dir=tmp_path, profile="smoke", progress=False)
+    r = records["base"].to_json()
+    assert math.isnan(r["per_seed"]["images_to_goal"][0])
+    header, rows = recipe.recipe_table({"profile": "smoke", "regression": {"arms": {"base": r}}})
+    assert rows[0][2] == "0/1" and len(header) == len(rows[0])
+
+
+def test_unknown_task_or_arm():
+    with pytest.raises(ValueError, match="task must be one of"):
+        recipe.run_recipe("nope")
+    with pytest.raises(ValueError, match="unknown heatmap arms"):
+        recipe.run_recipe("heatmap", arms=["nope"])
+    assert recipe.main(["--task", "heatmap", "--arms", "nope", "--profile", "smoke"]) == 2
+
+
+def test_cli_writes_record_table_and_figure_and_keeps_other_arms(tiny, tmp_path):
+    import json
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    common = ["--task", "heatmap", "--seeds", "1", "--profile", "smoke", "--run-dir", str(runs), "--out", str(out)]
+    assert recipe.main(common + ["--arms", "base"]) == 0
+    assert recipe.main(common + ["--arms", "batch 8"]) == 0
+    res = json.loads((out / "recipe.json").read_text())
+    assert set(res["heatmap"]["arms"]) == {"base", "batch 8"}                # the second run kept the first arm
+    curves = json.loads((out / "recipe_curves.json").read_text())["heatmap"]
+    assert curves["batch 8"]["batch"] == 8 and curves["base"]["batch"] == 16  # x axis in images, per arm's batch
+    table = (out / "recipe_table.tex").read_text()
+    assert "batch_size" not in table and "batch 8 & 32 & 1/1" in table     # 4 steps x batch 8: 32 images; no bare underscore
+    assert (out / "recipe_curves.pdf").exists() and (out / "recipe.tex").exists()
