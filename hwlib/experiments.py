@@ -414,10 +414,12 @@ def detector_metrics(preds, targets, cfg: DetectorConfig, seed_preds=None) -> di
             "recall_standard": tb_std["recall"].tolist()}
 
 
-def _metrics_of_outputs(outputs, targets, cfg: DetectorConfig) -> dict:
-    """:func:`detector_metrics` of raw head outputs decoded with ``cfg`` under both protocols."""
+def _metrics_of_outputs(outputs, targets, cfg: DetectorConfig, preds=None) -> dict:
+    """:func:`detector_metrics` of raw head outputs decoded with ``cfg`` under both protocols; ``preds``: their
+    standard-protocol decoding where the caller already has it (it is not decoded again)."""
     seed_preds = decode_detector_outputs(outputs, cfg, cfg.conf_seed) if cfg.s3_conf is not None else None
-    return detector_metrics(decode_detector_outputs(outputs, cfg), targets, cfg, seed_preds)
+    preds = decode_detector_outputs(outputs, cfg) if preds is None else preds
+    return detector_metrics(preds, targets, cfg, seed_preds)
 
 
 def keypoint_metrics(method: str, preds: dict, gt, subsets: dict | None = None) -> dict:
@@ -578,8 +580,8 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
             val = validate and (validate_seeds is None or ss.index(s) < validate_seeds)
             model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{prefix}{name}_s{s}", device=device,
                                          precision=precision, progress=progress, validate=val)
-            _, outputs = predict_detector(model, images, cfg, device=device, precision=precision, raw=True)
-            runs.append(_metrics_of_outputs(outputs, targets, cfg))
+            preds, outputs = predict_detector(model, images, cfg, device=device, precision=precision, raw=True)
+            runs.append(_metrics_of_outputs(outputs, targets, cfg, preds))
             for d, dcfg in mine.items():
                 decoded[d].append(_metrics_of_outputs(outputs, targets, dcfg))
             del outputs

@@ -94,18 +94,16 @@ def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str 
             name = f"{task}_{_slug(arm)}_s{s}"
             if task == "detector":
                 _, h = train_detector(cfg, seed=s, run_dir=run_dir, name=name, progress=progress, reuse=True)
-                steps = cfg.steps
             else:
                 _, h = train_keypoint_model(spec["model"], cfg, seed=s, run_dir=run_dir, name=name,
                                             progress=progress, reuse=True)
-                steps = cfg.steps_of(spec["model"])
             first = h.first_reaching(spec["metric"], spec["goal"], field="step")
             final = h.evals[-1][spec["metric"]]
             per_seed.append({"final": final, "images_to_goal": first * cfg.batch_size if first is not None else math.nan,
                              "best": max(e[spec["metric"]] for e in h.evals)})
             secs.append(h.train_seconds)
             hists.append(h)
-        records[arm] = Record(list(range(seeds)), per_seed, secs, [steps * cfg.batch_size] * seeds,
+        records[arm] = Record(list(range(seeds)), per_seed, secs, [_steps(cfg, task) * cfg.batch_size] * seeds,
                               plateau=plateau(hists, spec["metric"], of=seeds), setting=_setting(cfg, task))
         histories[arm] = hists
     profile_arm = next(iter(spec["arms"]))          # the first arm is the profile's recipe: the others pair with it
@@ -115,10 +113,14 @@ def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str 
     return records, histories
 
 
+def _steps(cfg, task) -> int:
+    """Optimizer steps of ``task``'s model under ``cfg``."""
+    return cfg.steps if task == "detector" else cfg.steps_of(RECIPES[task]["model"])
+
+
 def _setting(cfg, task) -> str:
     """``"200 steps x batch 32, lr 0.004, warm-up 50, EMA 0"``: what a recipe sets (plain text, no LaTeX specials)."""
-    steps = cfg.steps_of(RECIPES[task]["model"]) if task != "detector" else cfg.steps
-    out = f"{steps} steps x batch {cfg.batch_size}, lr {cfg.lr:g}, warm-up {cfg.warmup_steps}"
+    out = f"{_steps(cfg, task)} steps x batch {cfg.batch_size}, lr {cfg.lr:g}, warm-up {cfg.warmup_steps}"
     return out + (f", EMA {cfg.ema:g}" if task != "detector" else "")
 
 
