@@ -301,7 +301,9 @@ def make_keypoint_data(n: int, seed: int = 0, **options):
         ``hand_under_brighter`` (another stroke or disk is brighter than the hand at the hand's own point, so it
         is drawn over the knob that marks the hand, by the rendering rule: the brighter value wins; only the
         dimmer right hand can be), ``hand_covered`` (another stroke or disk, its own forearm excepted, is at
-        least as bright there: the hand's point lies fully inside a line of its own brightness or brighter).
+        least as bright there: the hand's point lies fully inside a line of its own brightness or brighter);
+        ``hand_knob_visible`` (float: the share of the hand's knob drawn on top of every other shape, its own
+        forearm excepted, sampled within 3/4 of the knob's radius; 0 where other strokes hide the whole knob).
         Computed from the drawn geometry: asking for ``meta`` draws nothing more.
     """
     n = _check_n(n)
@@ -364,11 +366,37 @@ def make_keypoint_data(n: int, seed: int = 0, **options):
     hand_distance = np.linalg.norm(hands[:, 0] - hands[:, 1], axis=-1)
     neck_p, hip_p = place(neck), place(hip)
     torso_d = np.stack([_point_segment_distance(hands[:, i], neck_p, hip_p) for i in (0, 1)], 1).min(1)
-    under, covered = _hands_covered(kps, placed_segs, list(segs), disks, width, level, right_level, background)
+    geometry = (kps, placed_segs, list(segs), disks, width, level, right_level, background)
+    under, covered = _hands_covered(*geometry)
     meta = {"hand_distance": hand_distance.astype(np.float32), "hand_torso_distance": torso_d.astype(np.float32),
             "hard": kind, "ambiguous": hand_distance < 2 * width, "line_width": width.astype(np.float32),
-            "hand_under_brighter": under, "hand_covered": covered}
+            "hand_under_brighter": under, "hand_covered": covered,
+            "hand_knob_visible": _knob_visible(*geometry).astype(np.float32)}
     return images_t, kps_t, meta
+
+
+# the hand whose knob a hand index names, and the shapes that are its own (never count as covering it)
+_HAND_OWN = {0: ("l_fore", "disk1"), 1: ("r_fore", "disk2")}
+# sample points of a knob, in units of its radius: the centre and 12 points on each ring at 1/4, 1/2 and 3/4 of the
+# radius (each ring turned by its own phase so that no two rings line up): 37 points
+_KNOB_SAMPLES = np.concatenate([np.zeros((1, 2))] + [
+    r * np.stack([np.cos(angles), np.sin(angles)], 1)
+    for r, phase in ((0.25, 0.0), (0.5, 0.13), (0.75, 0.26)) for angles in [np.arange(12) * (2 * np.pi / 12) + phase]])
+
+
+def _other_shapes(placed_segs, seg_names, disks, width, level, right_level):
+    """``[(name, shape, half_width_or_radius [n], value [n])]``: every stroke (shape ``(a, b)``) and disk (shape: its
+    centre [n, 2]) as drawn by :func:`make_keypoint_data`."""
+    value_of_side = {0: level, 1: right_level, 2: level}
+    others = [(name, (a, b), width / 2, value_of_side[side]) for (a, b, side), name in zip(placed_segs, seg_names)]
+    return others + [(f"disk{k}", centre, radius, v) for k, (centre, radius, v) in enumerate(disks)]
+
+
+def _drawn_value(q, shape, half, value, background):
+    """The value one shape draws at points ``q`` [n, 2] (anti-aliased coverage times its brightness, over the
+    background), as the renderer computes it."""
+    d = _point_segment_distance(q, *shape) if isinstance(shape, tuple) else np.linalg.norm(q - shape, axis=-1)
+    return background + np.clip(half + 0.5 - d, 0, 1) * (value - background)
 
 
 def _hands_covered(kps, placed_segs, seg_names, disks, width, level, right_level, background):
@@ -378,21 +406,38 @@ def _hands_covered(kps, placed_segs, seg_names, disks, width, level, right_level
     ``disks`` ``[(centre [n, 2], radius [n], value [n])]``: the head, then the knobs of keypoints 1..4.
     The rendering rule at the hand's point decides: another stroke's value there (its anti-aliased coverage of
     the point times its brightness, over the background) beats the hand's own (its knob covers its point fully)."""
-    value_of_side = {0: level, 1: right_level, 2: level}
     under = np.zeros((len(kps), 2), dtype=bool)
     covered = np.zeros((len(kps), 2), dtype=bool)
-    others = [(name, (a, b), width / 2, value_of_side[side]) for (a, b, side), name in zip(placed_segs, seg_names)]
-    others += [(f"disk{k}", centre, radius, v) for k, (centre, radius, v) in enumerate(disks)]
-    for h, (own_value, own_names) in enumerate(((level, ("l_fore", "disk1")), (right_level, ("r_fore", "disk2")))):
+    others = _other_shapes(placed_segs, seg_names, disks, width, level, right_level)
+    for h, own_value in enumerate((level, right_level)):
         p = kps[:, 1 + h]
         for name, shape, half, v in others:
-            if name in own_names:
+            if name in _HAND_OWN[h]:
                 continue
-            d = _point_segment_distance(p, *shape) if isinstance(shape, tuple) else np.linalg.norm(p - shape, axis=-1)
-            there = background + np.clip(half + 0.5 - d, 0, 1) * (v - background)
+            there = _drawn_value(p, shape, half, v, background)
             under[:, h] |= there > own_value + 1e-6
             covered[:, h] |= there >= own_value - 1e-6
     return under, covered
+
+
+def _knob_visible(kps, placed_segs, seg_names, disks, width, level, right_level, background):
+    """float ``[n, 2]`` (left, right hand): the share of the hand's knob that is drawn on top, by the rendering rule
+    (the brightest value wins) at :data:`_KNOB_SAMPLES` points within 3/4 of its radius: the knob's own value there
+    beats every other shape's, its own forearm excepted. 1: the whole knob shows; 0: other strokes hide it. Arguments
+    as :func:`_hands_covered`."""
+    others = _other_shapes(placed_segs, seg_names, disks, width, level, right_level)
+    shown = np.zeros((len(kps), 2))
+    for h in (0, 1):
+        _, radius, own_value = disks[1 + h]
+        for offset in _KNOB_SAMPLES:
+            q = kps[:, 1 + h] + offset[None] * radius[:, None]
+            own = _drawn_value(q, kps[:, 1 + h], radius, own_value, background)
+            best = np.full(len(kps), -np.inf)
+            for name, shape, half, v in others:
+                if name not in _HAND_OWN[h]:
+                    best = np.maximum(best, _drawn_value(q, shape, half, v, background))
+            shown[:, h] += own > best + 1e-6
+    return shown / len(_KNOB_SAMPLES)
 
 
 def _point_segment_distance(p, a, b):

@@ -368,7 +368,7 @@ def _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precisio
         return out
 
     hist = fit(model, kp.KeypointLoss(method, cfg), keypoint_batches(images, keypoints, cfg.batch_size),
-               steps=steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+               steps=steps, lr=cfg.lr_of(method), weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
                eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress, ema=cfg.ema,
                grad_clip=cfg.grad_clip)
@@ -599,15 +599,24 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
     return Runs(_with_baseline(records, baseline, skip=set(decode_arms)), histories, models, images, targets)
 
 
+def quarter_validation(cfg, steps: int):
+    """``cfg`` validated only at each quarter of its ``steps`` (``eval_every = steps // 4``, and at the end): the
+    evaluations the plateau verdict (:func:`hwlib.results.plateau`) needs, for seeds whose curve is not drawn.
+    Training is unchanged (validation draws no random numbers and does not touch the weights); the checkpoint's stored
+    config holds this ``eval_every``, so changing which seeds are validated densely retrains them."""
+    return dataclasses.replace(cfg, eval_every=max(1, steps // 4))
+
+
 def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None, prefix: str = "",
                          split: str = "test", n_eval: int | None = None, validate: bool = True,
                          validate_seeds: int | None = None,
                          progress: bool = True, device: str = "auto", precision: str = "auto") -> Runs:
     """Train every keypoint ``method`` for ``seeds`` seeds on the same data and evaluate on the same
     ``split`` images: one record per method with every decoding's metrics (:func:`keypoint_metrics`),
-    the plateau verdict (validation PCK@0.05 of the headline decoding; of the first ``validate_seeds`` seeds,
-    default all) and the model's ``params``,
-    ``gflops`` and ``infer_ms`` (:func:`model_cost`).
+    the plateau verdict (validation PCK@0.05 of the headline decoding, every seed) and the model's ``params``,
+    ``gflops`` and ``infer_ms`` (:func:`model_cost`). The first ``validate_seeds`` seeds (default all) are validated
+    every ``cfg.eval_every`` steps (the curves); the others only at each quarter of the schedule
+    (:func:`quarter_validation`), enough for their plateau verdict at a fraction of the cost.
 
     ``Runs.extra``: ``"errors"`` (``{decoding: float [seeds * N, 5]}`` normalized errors of every seed, for PCK
     curves), ``"example_preds"`` (``{decoding: Tensor[N, 5, 2]}`` of seed 0) and ``"meta"`` (the split's pose
@@ -621,14 +630,15 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
     for method in methods:
         runs, secs, hists, ss = [], [], [], list(range(seeds))
         for s in ss:
-            val = validate and (validate_seeds is None or s < validate_seeds)
-            model, hist = train_keypoint_model(method, cfg, seed=s, run_dir=run_dir, name=f"{prefix}{method}_s{s}",
-                                               device=device, precision=precision, progress=progress,
-                                               validate=val)
+            dense = validate_seeds is None or s < validate_seeds
+            run_cfg = cfg if dense or not validate else quarter_validation(cfg, cfg.steps_of(method))
+            model, hist = train_keypoint_model(method, run_cfg, seed=s, run_dir=run_dir,
+                                               name=f"{prefix}{method}_s{s}", device=device, precision=precision,
+                                               progress=progress, validate=validate)
             preds = predict_keypoints(model, method, images, cfg, device=device, precision=precision)
             runs.append(keypoint_metrics(method, preds, gt, keypoint_subsets(meta)))
             secs.append(hist.train_seconds)
-            if val:
+            if validate:
                 hists.append(hist)
             models[(method, s)] = (model, cfg)
             for d, p in preds.items():

@@ -88,6 +88,36 @@ def attribute_rates(types_per_seed: list[dict], meta: dict, keypoints=(1, 2)) ->
 
 
 # ----------------------------------------------------------------------------- models -> types
+# bins of the share of the right hand's knob that is drawn on top (meta ``hand_knob_visible``, hwlib.data)
+KNOB_BINS = ([0.25, 0.5, 0.75], ["under_25", "25_to_50", "50_to_75", "over_75"])
+
+
+def right_hand_by_knob_visible(types_per_seed: list[dict], visible, bins=KNOB_BINS) -> dict:
+    """The heatmap model's right hand against how much of its knob shows.
+
+    Args:
+        types_per_seed: :func:`hwlib.analysis.failure_types` results (heatmap against any other method), one per
+            seed: the heatmap is right on a keypoint of type ``ok`` or ``A``.
+        visible: float ``[N]``, the share of each figure's right-hand knob drawn on top (``hand_knob_visible[:, 1]``).
+        bins: ``(edges, names)``: a share ``v`` falls in bin ``i`` when ``edges[i - 1] <= v < edges[i]``.
+
+    Returns:
+        ``{bin name: {"figures": int, "heatmap_pck": mean over seeds of the share of right hands the heatmap gets
+        right (NaN for an empty bin), "heatmap_pck_std": sample std over seeds}}``.
+    """
+    edges, names = bins
+    k = KEYPOINT_NAMES.index("right_hand")
+    which = np.digitize(np.asarray(visible), edges)
+    right = [~(np.asarray(t["B"], dtype=bool) | np.asarray(t["C"], dtype=bool))[:, k] for t in types_per_seed]
+    out = {}
+    for i, name in enumerate(names):
+        m = which == i
+        vals = np.array([r[m].mean() if m.any() else np.nan for r in right])
+        out[name] = {"figures": int(m.sum()), "heatmap_pck": float(vals.mean()),
+                     "heatmap_pck_std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    return out
+
+
 @dataclass
 class FailureAnalysis:
     """Result of :func:`failure_analysis`.
@@ -101,6 +131,7 @@ class FailureAnalysis:
         rates: ``{other method: attribute_rates(...)}`` (seeds pooled).
         predictions: seed 0's headline predictions ``{method: Tensor[N, K, 2]}`` (pixels), for galleries.
         decodings: the headline decoding of each method.
+        right_hand_knob: :func:`right_hand_by_knob_visible` of the test figures (heatmap, every seed).
     """
 
     tau: float
@@ -111,6 +142,7 @@ class FailureAnalysis:
     rates: dict = field(default_factory=dict)
     predictions: dict = field(default_factory=dict)
     decodings: dict = field(default_factory=dict)
+    right_hand_knob: dict = field(default_factory=dict)
 
     def facts(self) -> str:
         """Machine-independent facts (what nbval checks): sizes, the types found, and whether every keypoint
@@ -137,6 +169,7 @@ class FailureAnalysis:
             "counts_per_figure_std": {o: c[o]["std"]["figures"] for o in c},
             "counts_per_seed": {o: c[o]["per_seed"] for o in c},
             "rates": self.rates,
+            "right_hand_by_knob_visible": self.right_hand_knob,
         }
 
 
@@ -195,6 +228,7 @@ def failure_analysis(run_dir, methods=("heatmap", "regression", "integral"), see
     out.types = types
     out.counts = {o: count_types(types[o]) for o in others}
     out.rates = {o: attribute_rates(types[o], meta) for o in others}
+    out.right_hand_knob = right_hand_by_knob_visible(types[others[0]], meta["hand_knob_visible"][:, 1])
     return out
 
 

@@ -448,22 +448,31 @@ class KeypointLoss:
     - regression and integral: L1 between ``out`` ``Tensor[B, K, 2]`` and the keypoints normalized to
       [0, 1] (``keypoints / S``).
 
+    With ``cfg.ohkm = m > 0`` (online hard keypoint mining, as in CPN) only the ``m`` keypoints of each image
+    with the largest loss count: the loss is the mean over ``B * m`` instead of ``B * K``.
+
     ``keypoints``: ``Tensor[B, K, 2]`` (x, y) in image pixels.
     """
 
     def __init__(self, method: str, cfg):
         self.method, self.codec = method, codec_for(method, cfg)
         self.heatmap_loss = getattr(cfg, "heatmap_loss", "mse")
+        self.ohkm = int(getattr(cfg, "ohkm", 0))
 
-    def __call__(self, out, keypoints):
+    def per_keypoint(self, out, keypoints) -> torch.Tensor:
+        """The loss of each image's each keypoint, ``Tensor[B, K]`` (the training loss is its mean)."""
         target = self.codec.encode(keypoints).to(out.device)
+        b, k = out.shape[:2]
         if self.method == "heatmap" and self.heatmap_loss == "ce":
-            b, k, h, w = out.shape
             t = target.reshape(b, k, -1)
             t = t / t.sum(-1, keepdim=True).clamp(min=1e-12)
-            loss = -(t * out.float().reshape(b, k, -1).log_softmax(-1)).sum(-1).mean()
-        elif self.method == "heatmap":
-            loss = F.mse_loss(out.float(), target)
-        else:
-            loss = F.l1_loss(out.float(), target)
-        return loss, {}
+            return -(t * out.float().reshape(b, k, -1).log_softmax(-1)).sum(-1)
+        if self.method == "heatmap":
+            return (out.float() - target).pow(2).reshape(b, k, -1).mean(-1)
+        return (out.float() - target).abs().mean(-1)
+
+    def __call__(self, out, keypoints):
+        per = self.per_keypoint(out, keypoints)
+        if 0 < self.ohkm < per.shape[1]:
+            per = per.topk(self.ohkm, dim=1).values
+        return per.mean(), {}

@@ -4,9 +4,12 @@ Images to accuracy is machine-independent (seconds are not): a model is validate
 the validation split (never the test split: this study makes choices), and its images to the goal are
 ``batch_size x`` the first evaluated step at which the validation metric reaches the goal (NaN if it never does).
 Every recipe is an arm of :data:`RECIPES`: ``DetectorConfig`` / ``KeypointConfig`` overrides of one task's base
-(the ``cpu`` profile's headline config at a shorter schedule), trained with several seeds on the same streams as
+(one of the ``cpu`` profile's configs at a shorter schedule, with the recipe the study started from pinned, so that
+its finished runs stay valid when the profile adopts a winner), trained with several seeds on the same streams as
 the headline models; the record (SPEC §7) holds, per seed, the final validation metric, the images to the goal and
-the gain over the last quarter of the schedule (the plateau criterion, :func:`hwlib.results.plateau`).
+the gain over the last quarter of the schedule (the plateau criterion, :func:`hwlib.results.plateau`; exact only
+where 0.75 of an arm's steps is one of its evaluations). Each arm is paired with its control: the task's first arm,
+or the arm its ``"vs"`` names.
 
 Run it (each finished run is kept under ``runs/recipe/`` and loaded, not retrained, when the study is resumed)::
 
@@ -30,16 +33,25 @@ from pathlib import Path
 
 from .config import REPO_ROOT, load_profile
 
-# task -> (metric, goal, base overrides of the profile's headline config, arms)
+# task -> metric, goal, model, base overrides of the profile's config (``config``: which, default the task's headline
+# config), arms
 RECIPES: dict = {
     "heatmap": {
         "metric": "pck_0.05", "goal": 0.95, "model": "heatmap",
-        "base": {"steps": 200, "eval_every": 10, "n_val": 500},          # 6,400 images, the #14 goal's budget
+        # 6,400 images, the #14 goal's budget; batch and lr pinned to the profile's recipe when the study began
+        "base": {"steps": 200, "eval_every": 10, "n_val": 500, "batch_size": 32, "lr": 4e-3,
+                 "regression_steps": 2000, "regression_lr": 0.0},
         "arms": {
             "profile (lr 4e-3, batch 32)": {},
             "lr 8e-3": {"lr": 8e-3},
             "batch 16, 400 steps": {"batch_size": 16, "steps": 400, "eval_every": 20},
             "EMA 0.98": {"ema": 0.98},
+            # "vs": the arm this one is paired with (default: the task's first arm, the profile's recipe)
+            "batch 16, 400 steps, lr 8e-3": {"batch_size": 16, "steps": 400, "eval_every": 20, "lr": 8e-3,
+                                             "vs": "batch 16, 400 steps"},
+            "batch 8, 800 steps": {"batch_size": 8, "steps": 800, "eval_every": 40},
+            "batch 16, 400 steps, OHKM 2": {"batch_size": 16, "steps": 400, "eval_every": 20, "ohkm": 2,
+                                            "vs": "batch 16, 400 steps"},
         },
     },
     "detector": {
@@ -53,11 +65,23 @@ RECIPES: dict = {
     },
     "regression": {
         "metric": "pck_0.05", "goal": 0.8, "model": "regression",
-        "base": {"regression_steps": 1000, "eval_every": 50, "n_val": 500},
+        "base": {"regression_steps": 1000, "eval_every": 50, "n_val": 500, "batch_size": 32, "lr": 4e-3,
+                 "regression_lr": 0.0, "steps": 500},
         "arms": {
             "profile (lr 4e-3)": {},
             "lr 1e-3": {"lr": 1e-3},
             "EMA 0.995": {"ema": 0.995},
+        },
+    },
+    # notebook 05's cheaper heatmap setting (kp_ablation): which schedule brings its base arm within 0.03 of its plateau
+    "ablation": {
+        "metric": "pck_0.05", "goal": 0.9, "model": "heatmap", "config": "kp_ablation",
+        "base": {"eval_every": 20, "n_val": 500, "steps": 120, "batch_size": 32, "lr": 4e-3},
+        "arms": {
+            "profile (120 steps, batch 32)": {},
+            "batch 16, 500 steps": {"batch_size": 16, "steps": 500, "eval_every": 50},
+            "batch 16, 1000 steps": {"batch_size": 16, "steps": 1000, "eval_every": 100},
+            "batch 16, 2000 steps": {"batch_size": 16, "steps": 2000, "eval_every": 100},
         },
     },
 }
@@ -67,13 +91,13 @@ def base_config(task: str, profile: str = "cpu"):
     """The task's base config: the profile's headline config with the study's overrides."""
     p = load_profile(profile)
     spec = RECIPES[task]
-    cfg = p.detector if task == "detector" else p.keypoint
+    cfg = getattr(p, spec.get("config", "detector" if task == "detector" else "keypoint"))
     return dataclasses.replace(cfg, **spec["base"])
 
 
 def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str = "cpu", progress: bool = True):
-    """Train every arm (or those named) of ``task`` for ``seeds`` seeds with validation; returns
-    ``({arm: Record}, {arm: [History per seed]})``."""
+    """Train every arm (or those named, and the task's first arm, its profile recipe, which the others are paired
+    with) of ``task`` for ``seeds`` seeds with validation; returns ``({arm: Record}, {arm: [History per seed]})``."""
     from .experiments import train_detector, train_keypoint_model
     from .results import Record, plateau
 
@@ -84,11 +108,17 @@ def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str 
     bad = [a for a in names if a not in spec["arms"]]
     if bad:
         raise ValueError(f"unknown {task} arms {bad}; valid: {list(spec['arms'])}")
+    missing = [control_of(task, a) for a in names]   # controls (and theirs) run first, or are loaded (reuse): every
+    while missing:                                   # arm is paired
+        vs = missing.pop()
+        if vs not in names:
+            names.insert(0, vs)
+            missing.append(control_of(task, vs))
     run_dir = Path(run_dir or REPO_ROOT / "runs" / "recipe")
     base = base_config(task, profile)
     records, histories = {}, {}
     for arm in names:
-        cfg = dataclasses.replace(base, **spec["arms"][arm])
+        cfg = arm_config(task, arm, base)
         per_seed, secs, hists = [], [], []
         for s in range(seeds):
             name = f"{task}_{_slug(arm)}_s{s}"
@@ -106,11 +136,25 @@ def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str 
         records[arm] = Record(list(range(seeds)), per_seed, secs, [_steps(cfg, task) * cfg.batch_size] * seeds,
                               plateau=plateau(hists, spec["metric"], of=seeds), setting=_setting(cfg, task))
         histories[arm] = hists
-    profile_arm = next(iter(spec["arms"]))          # the first arm is the profile's recipe: the others pair with it
-    if profile_arm in records:
-        records = {a: r if a == profile_arm else r.with_baseline(records[profile_arm], ["final", "best"])
-                   for a, r in records.items()}
+    records = {a: r if control_of(task, a) == a else r.with_baseline(records[control_of(task, a)], ["final", "best"])
+               for a, r in records.items()}
     return records, histories
+
+
+def control_of(task: str, arm: str) -> str:
+    """The arm ``arm`` is paired with: its ``"vs"`` entry, else the task's first arm (the profile's recipe, paired
+    with itself)."""
+    arms = RECIPES[task]["arms"]
+    vs = arms[arm].get("vs", next(iter(arms)))
+    if vs not in arms:
+        raise ValueError(f"{task} arm {arm!r} is paired with {vs!r}, which is not an arm of {task}")
+    return vs
+
+
+def arm_config(task: str, arm: str, base=None):
+    """The config of one arm: the task's base config (:func:`base_config`) with the arm's overrides."""
+    overrides = {k: v for k, v in RECIPES[task]["arms"][arm].items() if k != "vs"}
+    return dataclasses.replace(base if base is not None else base_config(task), **overrides)
 
 
 def _steps(cfg, task) -> int:
@@ -120,7 +164,8 @@ def _steps(cfg, task) -> int:
 
 def _setting(cfg, task) -> str:
     """``"200 steps x batch 32, lr 0.004, warm-up 50, EMA 0"``: what a recipe sets (plain text, no LaTeX specials)."""
-    out = f"{_steps(cfg, task)} steps x batch {cfg.batch_size}, lr {cfg.lr:g}, warm-up {cfg.warmup_steps}"
+    lr = cfg.lr if task == "detector" else cfg.lr_of(RECIPES[task]["model"])
+    out = f"{_steps(cfg, task)} steps x batch {cfg.batch_size}, lr {lr:g}, warm-up {cfg.warmup_steps}"
     return out + (f", EMA {cfg.ema:g}" if task != "detector" else "")
 
 
@@ -130,7 +175,8 @@ def _slug(name: str) -> str:
 
 def recipe_table(results: dict):
     """``(header, rows)``: every task's arms, images to the goal, final validation metric (mean ± std) and its paired
-    difference against the task's profile recipe (mean [95% CI])."""
+    difference against its control arm (mean [95% CI]): the task's profile recipe unless the row names another."""
+    from .report import tex_escape
     from .results import diff_cell, pm
 
     rows = []
@@ -139,33 +185,45 @@ def recipe_table(results: dict):
             continue
         for arm, r in t["arms"].items():
             reached = sum(1 for v in r["per_seed"]["images_to_goal"] if v == v)
+            vs = control_of(task, arm) if arm in RECIPES[task]["arms"] else None
+            diff = diff_cell(r, "final")
+            if vs not in (None, next(iter(RECIPES[task]["arms"]))):     # its own control, named under the difference
+                diff = f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{diff}\\\\vs {tex_escape(vs)}\\end{{tabular}}"
             rows.append([f"{task}: {arm}", str(r["train_images"][0]), f"{reached}/{len(r['seeds'])}",
-                         pm(r, "images_to_goal", digits=0), pm(r, "final"), diff_cell(r, "final")])
+                         pm(r, "images_to_goal", digits=0), pm(r, "final"), diff])
         rows.append("midrule")
-    return ["task: recipe (full setting in recipe.json)", "images", "reached", "images to goal", "final (validation)",
-            "$\\Delta$ final [95\\% CI]"], rows[:-1]
+    return ["task: recipe (settings: recipe.json)", "images", "reached", "images to goal", "final (validation)",
+            "$\\Delta$ final vs control [95\\% CI]"], rows[:-1]
 
 
 def recipe_curves(curves: dict, results: dict, path=None):
-    """Validation metric against training images, one panel per task, one colour per arm, one line per seed, the
-    goal dotted. ``curves``: ``{task: {arm: {"batch": batch size, "runs": [[(step, value), ...] per seed]}}}``."""
-    from .plots import FULL_WIDTH, PALETTE, STYLE, _figure, _finish, _legend_above, plt
+    """Validation metric against training images, one panel per task (two per row), one colour per arm with its own
+    legend in the panel, one line per seed, the goal dotted. ``curves``: ``{task: {arm: {"batch": batch size,
+    "runs": [[(step, value), ...] per seed]}}}``."""
+    from matplotlib.ticker import FuncFormatter
 
+    from .plots import FULL_WIDTH, PALETTE, STYLE, _figure, _finish, plt
+
+    ncols = min(2, len(curves))
+    nrows = -(-len(curves) // ncols)
     with plt.rc_context(STYLE):
-        fig, axes = _figure(FULL_WIDTH, 2.4, 1, len(curves))
-        for ax, (task, arms) in zip(axes[0], curves.items()):
+        fig, axes = _figure(FULL_WIDTH, 2.3 * nrows, nrows, ncols)
+        for ax, (task, arms) in zip(axes.flat, curves.items()):
             for i, (arm, a) in enumerate(arms.items()):
                 for k, c in enumerate(a["runs"]):
                     ax.plot([s * a["batch"] for s, _ in c], [v for _, v in c], color=PALETTE[i % len(PALETTE)], lw=1,
-                            alpha=0.8, label=f"{task}: {arm}" if k == 0 else None)
+                            alpha=0.8, label=arm if k == 0 else None)
             ax.axhline(results[task]["goal"], color="k", ls=":", lw=1)
             lo = min(v for a in arms.values() for c in a["runs"] for _, v in c[len(c) // 3:])
             ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
             ax.set_xlabel("training images")
             ax.set_ylabel(f"validation {results[task]['metric']}")
             ax.set_title(task)
             ax.grid(alpha=0.3)
-        _legend_above(fig, ncol=2)
+            ax.legend(loc="lower right", fontsize=6, frameon=True, framealpha=0.85)
+        for ax in list(axes.flat)[len(curves):]:
+            ax.set_visible(False)
         return _finish(fig, path)
 
 
@@ -200,7 +258,7 @@ def main(argv=None) -> int:
     curves = json.loads(cpath.read_text()) if cpath.exists() else {}
     base = base_config(args.task, args.profile)
     curves.setdefault(args.task, {}).update(
-        {a: {"batch": dataclasses.replace(base, **spec["arms"][a]).batch_size,
+        {a: {"batch": arm_config(args.task, a, base).batch_size,
              "runs": [[(e["step"], e[spec["metric"]]) for e in h.evals] for h in hs]} for a, hs in histories.items()})
     atomic_write_text(cpath, json.dumps(curves) + "\n")
     write_results(gen_dir, "recipe", results, prefix="Recipe")

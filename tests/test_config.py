@@ -39,3 +39,13 @@ def test_output_folders():
     assert smoke.figures_dir == REPO_ROOT / "runs" / "smoke" / "figures"
     assert smoke.generated_dir == REPO_ROOT / "runs" / "smoke" / "generated"
     assert load_profile("paper").run_dir == REPO_ROOT / "runs" / "paper"
+
+
+def test_regression_has_its_own_steps_and_lr_only_when_set():
+    from hwlib.config import KeypointConfig
+    plain = KeypointConfig(steps=500, lr=4e-3)
+    assert [plain.steps_of(m) for m in ("heatmap", "regression", "integral")] == [500, 500, 500]
+    assert [plain.lr_of(m) for m in ("heatmap", "regression", "integral")] == [4e-3, 4e-3, 4e-3]
+    own = KeypointConfig(steps=500, lr=4e-3, regression_steps=2000, regression_lr=1e-3)
+    assert [own.steps_of(m) for m in ("heatmap", "regression", "integral")] == [500, 2000, 500]
+    assert [own.lr_of(m) for m in ("heatmap", "regression", "integral")] == [4e-3, 1e-3, 4e-3]

@@ -158,3 +158,43 @@ def test_hand_under_brighter_shows_in_the_pixels():
     assert 0.03 < under.mean() < 0.4
     assert (ratio[under] > 0.85).mean() > 0.7                            # hidden: as bright as the left hand
     assert (ratio[~under & far] < 0.85).mean() > 0.95                    # visible: the dimmer right-limb value
+
+
+def test_knob_visible_by_the_rendering_rule():
+    from hwlib.data import _KNOB_SAMPLES, _knob_visible
+
+    one = lambda *v: np.array([v], dtype=np.float64)   # noqa: E731   a batch of one figure: a point [1, 2]
+    val = lambda v: np.array([v], dtype=np.float64)    # noqa: E731   a value [1]
+    kps = np.zeros((1, 5, 2))
+    kps[0, 1], kps[0, 2] = (80.0, 50.0), (50.0, 50.0)
+    w, lv, rv, bg = val(3.0), val(0.9), val(0.6), val(0.1)
+    r_fore = (one(40.0, 50.0), one(50.0, 50.0), 1)                       # its own forearm: never hides it
+    knobs = [(one(50.0, 10.0), val(5.0), lv)] + [(kps[:, k], 0.9 * w, lv if k in (1, 3) else rv) for k in (1, 2, 3, 4)]
+    alone = _knob_visible(kps, [r_fore], ["r_fore"], knobs, w, lv, rv, bg)
+    assert alone.tolist() == [[1.0, 1.0]]
+    # a bright vertical stroke through the knob's centre: at distance d it draws 0.1 + clip(1.5 + 0.5 - d, 0, 1) * 0.8,
+    # which beats the knob's 0.6 for d < 1.375 px; the knob (radius 2.7 px) shows at its samples with |dx| > 1.375 px
+    torso = (one(50.0, 30.0), one(50.0, 70.0), 2)
+    split = _knob_visible(kps, [torso, r_fore], ["torso", "r_fore"], knobs, w, lv, rv, bg)
+    dx = np.abs(_KNOB_SAMPLES[:, 0] * 2.7)
+    assert split[0, 1] == pytest.approx((dx > 1.375).mean()) and 0 < split[0, 1] < 0.5
+    assert split[0, 0] == 1.0
+    # a right-side stroke (the right thigh) as dim as the knob: where it is as bright (d <= 1 px), the knob does not
+    # stand out; it shows only at |dx| > 1 px
+    thigh = (one(50.0, 30.0), one(50.0, 70.0), 1)
+    tie = _knob_visible(kps, [thigh, r_fore], ["r_thigh", "r_fore"], knobs, w, lv, rv, bg)
+    assert tie[0, 1] == pytest.approx((dx > 1.0).mean()) and tie[0, 1] < 1.0
+    # the left knob (brighter, same radius) right on top of the right one: nothing of it shows
+    kps2 = kps.copy()
+    kps2[0, 1] = kps2[0, 2]
+    knobs2 = [(one(50.0, 10.0), val(5.0), lv)] + [(kps2[:, k], 0.9 * w, lv if k in (1, 3) else rv) for k in (1, 2, 3, 4)]
+    hidden = _knob_visible(kps2, [r_fore], ["r_fore"], knobs2, w, lv, rv, bg)
+    assert hidden[0, 1] == 0.0 and hidden[0, 0] == 1.0
+
+
+def test_knob_visible_agrees_with_hand_under_brighter():
+    _, _, meta = make_keypoint_data(400, seed=12, return_meta=True)
+    vis, under = meta["hand_knob_visible"], meta["hand_under_brighter"]
+    assert vis.shape == (400, 2) and ((vis >= 0) & (vis <= 1)).all()
+    assert (vis[:, 0] > 0).all()                                          # the brighter left knob always shows
+    assert vis[under[:, 1], 1].mean() < vis[~under[:, 1], 1].mean() - 0.3  # a hand under a brighter stroke shows less

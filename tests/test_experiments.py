@@ -196,3 +196,17 @@ def test_a_finished_run_is_loaded_not_retrained(tmp_path, capsys):
     # without reuse (the default outside the pipeline, and --force) it trains again
     train_keypoint_model("regression", cfg, run_dir=tmp_path, name="m", precision="fp32", progress=False, reuse=False)
     assert "loaded instead of retrained" not in capsys.readouterr().out
+
+
+def test_quarter_validation_leaves_training_unchanged(tmp_path):
+    # the seeds whose curve is not drawn are validated at each quarter only; validation must not change the weights
+    from hwlib.experiments import quarter_validation, train_keypoint_model
+    cfg = load_profile("smoke").keypoint
+    cfg = dataclasses.replace(cfg, steps=4, eval_every=0)
+    q = quarter_validation(cfg, 4)
+    assert q.eval_every == 1 and dataclasses.replace(q, eval_every=0) == cfg
+    plain, _ = train_keypoint_model("heatmap", cfg, seed=3, progress=False, validate=False, precision="fp32")
+    checked, hist = train_keypoint_model("heatmap", q, seed=3, progress=False, validate=True, precision="fp32")
+    assert [e["step"] for e in hist.evals] == [1, 2, 3, 4]
+    for a, b in zip(plain.state_dict().values(), checked.state_dict().values()):
+        assert torch.equal(a, b)

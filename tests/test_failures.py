@@ -178,3 +178,25 @@ def test_facts_report_partition():
     assert "shape per seed [(2, 2)]; each keypoint of every seed in exactly one type: True" in r.facts()
     t[0]["C"][0, 0] = True                     # a keypoint of two types
     assert "exactly one type: False" in r.facts()
+
+
+def test_right_hand_by_knob_visible_hand_worked():
+    # 4 figures, right hand (index 2): seed 0 heatmap right on figures 0, 2 (types ok, A), wrong on 1, 3 (B, C);
+    # seed 1 right on all; knob shares 0.1, 0.2 (bin under_25), 0.8, 0.9 (over_75); nothing in the middle bins
+    def types(kinds):
+        t = {k: np.zeros((4, 5), dtype=bool) for k in ("A", "B", "C", "ok")}
+        t["ok"][:] = True
+        for i, kind in enumerate(kinds):
+            t["ok"][i, 2] = False
+            t[kind][i, 2] = True
+        return t
+    per_seed = [types(["ok", "B", "A", "C"]), types(["ok", "A", "ok", "A"])]
+    out = failures.right_hand_by_knob_visible(per_seed, np.array([0.1, 0.2, 0.8, 0.9]))
+    assert list(out) == ["under_25", "25_to_50", "50_to_75", "over_75"]
+    assert out["under_25"]["figures"] == 2 and out["over_75"]["figures"] == 2 and out["25_to_50"]["figures"] == 0
+    assert out["under_25"]["heatmap_pck"] == pytest.approx((0.5 + 1.0) / 2)
+    assert out["over_75"]["heatmap_pck"] == pytest.approx((0.5 + 1.0) / 2)
+    assert out["under_25"]["heatmap_pck_std"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
+    assert np.isnan(out["25_to_50"]["heatmap_pck"])
+    # a share of exactly 0.25 belongs to the second bin
+    assert failures.right_hand_by_knob_visible(per_seed, np.array([0.25, 0.5, 0.75, 1.0]))["25_to_50"]["figures"] == 1

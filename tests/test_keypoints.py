@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -76,6 +78,25 @@ def test_losses():
         assert torch.isfinite(loss) and loss > 0
     perfect, _ = KeypointLoss("regression", cfg)(kp / 128, kp)
     assert perfect.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ohkm_keeps_each_images_hardest_keypoints():
+    # hand-worked: image 0 misses keypoint 0 by 0.1 and keypoint 4 by 0.3 in x (normalized units), image 1 is exact;
+    # per-keypoint L1 (mean over x, y): image 0 [0.05, 0, 0, 0, 0.15], image 1 zeros
+    kp = _kps(2)
+    out = kp / 128
+    out[0, 0, 0] += 0.1
+    out[0, 4, 0] += 0.3
+    full, _ = KeypointLoss("regression", KeypointConfig())(out, kp)
+    assert full.item() == pytest.approx(0.2 / 10, abs=1e-6)
+    assert full.item() == pytest.approx(torch.nn.functional.l1_loss(out, kp / 128).item(), abs=1e-7)
+    top2, _ = KeypointLoss("regression", KeypointConfig(ohkm=2))(out, kp)
+    assert top2.item() == pytest.approx((0.05 + 0.15) / 4, abs=1e-6)     # 2 images x 2 hardest keypoints
+    cfg = KeypointConfig(sigma=2.0, heatmap_size=32)
+    logits = torch.randn(2, 5, 32, 32)
+    per = KeypointLoss("heatmap", cfg).per_keypoint(logits, kp)
+    top1, _ = KeypointLoss("heatmap", replace(cfg, ohkm=1))(logits, kp)
+    assert top1.item() == pytest.approx(per.max(1).values.mean().item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("call, msg", [

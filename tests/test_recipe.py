@@ -61,8 +61,33 @@ def test_cli_writes_record_table_and_figure_and_keeps_other_arms(tiny, tmp_path)
     assert recipe.main(common + ["--arms", "batch 8"]) == 0
     res = json.loads((out / "recipe.json").read_text())
     assert set(res["heatmap"]["arms"]) == {"base", "batch 8"}                # the second run kept the first arm
+    assert "paired_diff" in res["heatmap"]["arms"]["batch 8"]                 # run alone, still paired with the base
     curves = json.loads((out / "recipe_curves.json").read_text())["heatmap"]
     assert curves["batch 8"]["batch"] == 8 and curves["base"]["batch"] == 16  # x axis in images, per arm's batch
     table = (out / "recipe_table.tex").read_text()
     assert "batch_size" not in table and "batch 8 & 32 & 1/1" in table     # 4 steps x batch 8: 32 images; no bare underscore
     assert (out / "recipe_curves.pdf").exists() and (out / "recipe.tex").exists()
+
+
+def test_an_arm_is_paired_with_its_named_control(tiny, tmp_path):
+    tiny["heatmap"]["arms"]["batch 8, lr 1e-3"] = {"batch_size": 8, "lr": 1e-3, "vs": "batch 8"}
+    assert recipe.control_of("heatmap", "batch 8, lr 1e-3") == "batch 8"
+    assert recipe.control_of("heatmap", "batch 8") == "base" == recipe.control_of("heatmap", "base")
+    assert recipe.arm_config("heatmap", "batch 8, lr 1e-3", recipe.base_config("heatmap", "smoke")).lr == 1e-3
+    # asked for alone, it brings its control and the control's control, and is paired with its own
+    records, _ = recipe.run_recipe("heatmap", arms=["batch 8, lr 1e-3"], seeds=2, run_dir=tmp_path, profile="smoke",
+                                   progress=False)
+    assert list(records) == ["base", "batch 8", "batch 8, lr 1e-3"]
+    r, c = (records[a].to_json() for a in ("batch 8, lr 1e-3", "batch 8"))
+    diffs = [a - b for a, b in zip(r["per_seed"]["final"], c["per_seed"]["final"])]
+    assert r["paired_diff"]["final"]["mean"] == pytest.approx(sum(diffs) / 2)
+    header, rows = recipe.recipe_table({"heatmap": {"arms": {a: x.to_json() for a, x in records.items()}}})
+    assert rows[2][0] == "heatmap: batch 8, lr 1e-3" and rows[2][-1].endswith("\\\\vs batch 8\\end{tabular}")
+    assert "vs" not in rows[1][-1]                                           # paired with the first arm: no note
+
+
+def test_a_control_that_is_not_an_arm_is_refused(tiny):
+    tiny["heatmap"]["arms"]["lost"] = {"lr": 1e-3, "vs": "nope"}
+    with pytest.raises(ValueError, match="not an arm of heatmap"):
+        recipe.control_of("heatmap", "lost")
+    assert recipe.main(["--task", "heatmap", "--arms", "lost", "--profile", "smoke"]) == 2
