@@ -153,16 +153,16 @@ def _chunks(n: int, size: int, progress: bool, desc: str):
 
 
 def _evaluate_detector(model, cfg, n, seed, progress, chunk):
-    from .experiments import decode_detector_outputs, detection_data, detector_metrics, predict_detector
+    from .experiments import detection_data, detector_metrics, predict_detector, seed_protocol_preds
 
     images, targets = detection_data(n, seed, cfg.size_mode)
-    preds, seed_preds = [], ([] if cfg.s3_conf is not None else None)
+    preds, seed_preds = [], []
     for s in _chunks(n, chunk, progress, "evaluate detector"):
         p, raw = predict_detector(model, images[s:s + chunk], cfg, conf=STANDARD_CONF, device="cpu",
                                   precision="fp32", raw=True)
         preds += p
-        if seed_preds is not None:       # a checkpoint with the seed's S3 cut: it applies to the seed protocol only
-            seed_preds += decode_detector_outputs(raw, cfg, cfg.conf_seed)
+        seed_preds.append(seed_protocol_preds(raw, cfg))   # None unless the checkpoint has the seed's S3 cut
+    seed_preds = None if seed_preds[0] is None else [d for chunk_preds in seed_preds for d in chunk_preds]
     metrics = detector_metrics(preds, list(targets), cfg, seed_preds)
     saved = {"predictions": [{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds],
              "targets": [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]}

@@ -414,12 +414,18 @@ def detector_metrics(preds, targets, cfg: DetectorConfig, seed_preds=None) -> di
             "recall_standard": tb_std["recall"].tolist()}
 
 
+def seed_protocol_preds(outputs, cfg: DetectorConfig):
+    """The seed-protocol decoding :func:`detector_metrics` needs as ``seed_preds``: raw head outputs decoded at
+    ``cfg.conf_seed`` where ``cfg.s3_conf`` is set (the S3 cut applies there only), else ``None`` (the
+    standard-protocol detections cut at ``conf_seed`` are the same)."""
+    return decode_detector_outputs(outputs, cfg, cfg.conf_seed) if cfg.s3_conf is not None else None
+
+
 def _metrics_of_outputs(outputs, targets, cfg: DetectorConfig, preds=None) -> dict:
     """:func:`detector_metrics` of raw head outputs decoded with ``cfg`` under both protocols; ``preds``: their
     standard-protocol decoding where the caller already has it (it is not decoded again)."""
-    seed_preds = decode_detector_outputs(outputs, cfg, cfg.conf_seed) if cfg.s3_conf is not None else None
     preds = decode_detector_outputs(outputs, cfg) if preds is None else preds
-    return detector_metrics(preds, targets, cfg, seed_preds)
+    return detector_metrics(preds, targets, cfg, seed_protocol_preds(outputs, cfg))
 
 
 def keypoint_metrics(method: str, preds: dict, gt, subsets: dict | None = None) -> dict:

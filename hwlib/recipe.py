@@ -96,8 +96,8 @@ def base_config(task: str, profile: str = "cpu"):
 
 
 def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str = "cpu", progress: bool = True):
-    """Train every arm (or those named, and the task's first arm, its profile recipe, which the others are paired
-    with) of ``task`` for ``seeds`` seeds with validation; returns ``({arm: Record}, {arm: [History per seed]})``."""
+    """Train every arm (or those named, and the controls they are paired with, :func:`control_of`) of ``task`` for
+    ``seeds`` seeds with validation; returns ``({arm: Record}, {arm: [History per seed]})``."""
     from .experiments import train_detector, train_keypoint_model
     from .results import Record, plateau
 
