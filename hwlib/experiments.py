@@ -52,10 +52,11 @@ def _history_path(ckpt: Path) -> Path:
     return ckpt.with_suffix(".history.json")
 
 
-def same_config(stored: dict | None, cfg) -> bool:
+def same_config(stored: dict | None, cfg, ignore=frozenset()) -> bool:
     """Whether a checkpoint's stored config (JSON) is ``cfg``'s. A field added to the config class after the
     checkpoint was written counts as equal when ``cfg`` holds that field's default, the behaviour the code had
-    before the field existed (so adding an option does not orphan every finished run)."""
+    before the field existed (so adding an option does not orphan every finished run). Fields in ``ignore`` (those
+    the run's training does not read, :meth:`~hwlib.config.KeypointConfig.unread_by`) are not compared."""
     from .report import to_jsonable
 
     if not isinstance(stored, dict):
@@ -65,10 +66,10 @@ def same_config(stored: dict | None, cfg) -> bool:
         return False
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     return all(stored[k] == v if k in stored else v == to_jsonable(defaults.get(k, dataclasses.MISSING))
-               for k, v in now.items())
+               for k, v in now.items() if k not in ignore)
 
 
-def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool):
+def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool, ignore=frozenset()):
     """``(payload, history)`` of a finished training run at ``ckpt`` with this config, or ``None``.
 
     Finished: the checkpoint loads (``weights_only``), its stored config is ``cfg`` (:func:`same_config`) and it was
@@ -84,7 +85,7 @@ def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool):
         payload = load_checkpoint(ckpt)
     except CheckpointError:
         return None
-    if not same_config(payload.get("config"), cfg) or payload.get("extra", {}).get("step") != steps:
+    if not same_config(payload.get("config"), cfg, ignore) or payload.get("extra", {}).get("step") != steps:
         return None
     hp = _history_path(Path(ckpt))
     if hp.exists():
@@ -96,13 +97,13 @@ def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool):
     return payload, history
 
 
-def _train_or_reuse(build, cfg, steps: int, ckpt, validate: bool, reuse: bool | None, train):
-    """Load a finished run from ``ckpt`` (see :func:`finished_checkpoint`) or call ``train()``; save the validation
-    history beside a freshly trained checkpoint. Returns ``(model, history)``."""
+def _train_or_reuse(build, cfg, steps: int, ckpt, validate: bool, reuse: bool | None, train, ignore=frozenset()):
+    """Load a finished run from ``ckpt`` (see :func:`finished_checkpoint`, ``ignore`` as there) or call ``train()``;
+    save the validation history beside a freshly trained checkpoint. Returns ``(model, history)``."""
     from .report import atomic_write_text
 
     reuse = _reuse_default() if reuse is None else reuse
-    found = finished_checkpoint(ckpt, cfg, steps, need_history=validate) if reuse else None
+    found = finished_checkpoint(ckpt, cfg, steps, need_history=validate, ignore=ignore) if reuse else None
     if found is not None:
         model = build()
         if found[0].get("model") not in (None, type(model).__name__):
@@ -349,7 +350,7 @@ def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_di
     steps = cfg.steps_of(method)
     return _train_or_reuse(lambda: kp.build_keypoint_model(method, cfg), cfg, steps, ckpt, validate, reuse,
                            lambda: _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision,
-                                                         progress, validate))
+                                                         progress, validate), ignore=cfg.unread_by(method))
 
 
 def _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision, progress, validate):

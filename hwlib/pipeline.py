@@ -189,7 +189,10 @@ def estimate_stages(reference: dict, probe: dict | None, names: list[str]) -> tu
     A training stage scales with the ratio of the reference machine's probe speed to this one's (detector
     stages by the detector probe, keypoint stages by the heatmap probe); stage 01 (data generation, no
     training) is taken as it is. Without a probe on either side the reference seconds are taken as they
-    are. Returns ``({stage: seconds or None}, a sentence saying what the estimate rests on)``."""
+    are. Where the reference run loaded its models instead of training them (its records' training seconds,
+    ``reference["_training"]``, exceed its notebook seconds), the estimate adds that training: it assumes the
+    models train (a fresh clone, a changed config); with finished runs under ``runs/`` the stage takes less.
+    Returns ``({stage: seconds or None}, a sentence saying what the estimate rests on)``."""
     ref_stages = reference.get("stages", {})
     ref_machines = reference.get("stage_machines") or {}
     fallback = reference.get("_legacy_probe")              # see legacy_probe: for records without a probe
@@ -199,6 +202,9 @@ def estimate_stages(reference: dict, probe: dict | None, names: list[str]) -> tu
             out[name] = None
             continue
         seconds = float(ref_stages[name])
+        trained = float((reference.get("_training") or {}).get(name) or 0.0)
+        if trained > seconds:                              # the reference run loaded its models
+            seconds += trained
         workload = STAGE_WORKLOAD.get(name[:2])
         ref_probe = (ref_machines.get(name) or {}).get("probe") or fallback
         if workload and probe and ref_probe:
@@ -209,6 +215,18 @@ def estimate_stages(reference: dict, probe: dict | None, names: list[str]) -> tu
     basis = (f"scaled from the reference run on {ref_cpu} by this CPU's training speed" if scaled else
              f"the reference run's stage times on {ref_cpu}, unscaled (no speed probe on both sides)")
     return out, basis
+
+
+def recorded_training(generated_dir: Path) -> dict:
+    """``{stage: seconds}``: the training time in each stage's result records (every seed of every model and arm, as
+    first trained; :func:`hwlib.readme.recorded_training_seconds`), 0 where a stage has no results yet."""
+    from .readme import recorded_training_seconds
+
+    out = {}
+    for nb in notebooks():
+        path = Path(generated_dir) / f"{nb.stem}.json"
+        out[nb.stem] = recorded_training_seconds(json.loads(path.read_text())) if path.exists() else 0.0
+    return out
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -262,6 +280,7 @@ def run_notebooks(profile: str, force: bool = False, timeout: int | None = None,
     recorded = json.loads(record_path.read_text()).get("stages", {}) if record_path.exists() else {}
     reference = json.loads(record_path.read_text()) if record_path.exists() else {}
     reference["_legacy_probe"] = legacy_probe(P.generated_dir)
+    reference["_training"] = recorded_training(P.generated_dir)
     stages, t_all = {}, time.perf_counter()
     nbs = notebooks()
     for nb in nbs:
@@ -275,7 +294,8 @@ def run_notebooks(profile: str, force: bool = False, timeout: int | None = None,
     this_machine = stage_machine(profile, current_probe, overrides)
     if to_run:
         estimates, basis = estimate_stages(reference, current_probe, to_run)
-        _print_estimate(profile, estimates, basis, this_machine)
+        if_reused, _ = estimate_stages({**reference, "_training": {}}, current_probe, to_run)
+        _print_estimate(profile, estimates, basis, this_machine, if_reused)
     for i, nb in enumerate(nbs, 1):
         name = nb.stem
         prev = state.get(name, {})
@@ -366,7 +386,7 @@ def _stages_to_run(nbs, state, keys, start, only) -> list[str]:
     return out
 
 
-def _print_estimate(profile, estimates: dict, basis: str, machine: dict) -> None:
+def _print_estimate(profile, estimates: dict, basis: str, machine: dict, if_reused: dict | None = None) -> None:
     known = {n: e for n, e in estimates.items() if e is not None}
     probe = machine["probe"]
     kind = ({"fp32-only": "no native bf16", "avx512_bf16": "AVX512-BF16", "amx": "AMX"}[machine["cpu_kind"]]
@@ -375,7 +395,10 @@ def _print_estimate(profile, estimates: dict, basis: str, machine: dict) -> None
         print(f"  speed probe ({probe['seconds']:.0f} s, {probe['precision']}): detector {probe['detector_img_s']:.1f} "
               f"images/s, heatmap model {probe['keypoint_img_s']:.1f} images/s", flush=True)
     for n, e in estimates.items():
-        print(f"  {n}: " + (f"about {_fmt_duration(e)}" if e is not None else "no reference time"), flush=True)
+        low = (if_reused or {}).get(n)
+        reuse = (f" if its models train (about {_fmt_duration(low)} where their finished runs are under runs/)"
+                 if e is not None and low is not None and low < 0.9 * e else "")
+        print(f"  {n}: " + (f"about {_fmt_duration(e)}{reuse}" if e is not None else "no reference time"), flush=True)
     if known:
         missing = f" (+ {len(estimates) - len(known)} stage(s) without a reference)" if len(known) < len(estimates) else ""
         print(f"expected: about {_fmt_duration(sum(known.values()))} of notebook time for {len(estimates)} stage(s) "

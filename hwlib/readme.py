@@ -71,7 +71,7 @@ def results_table(gen_dir=None) -> str:
                     f"{part('04_keypoint_training', '05_ablations', '06_failure_cases'):.1f} min |")
         rows.append(f"| whole report, notebook time of the last run | — | {pipe['total_seconds'] / 60:.1f} min "
                     f"({pipe['machine']['cpu']}, {pipe['machine']['threads']} threads) |")
-        train = _recorded_training_seconds(det, sc, kp, load("05_ablations"))
+        train = recorded_training_seconds(det, sc, kp, load("05_ablations"))
         rows.append(f"| training time in the records (every seed of every model and arm, as first trained) | — | "
                     f"{train / 60:.1f} min |")
         stale = [n for n, ok in (pipe.get("up_to_date") or {}).items() if not ok]
@@ -88,7 +88,7 @@ def results_table(gen_dir=None) -> str:
     return "\n".join(rows)
 
 
-def _recorded_training_seconds(*results) -> float:
+def recorded_training_seconds(*results) -> float:
     """Sum of ``train_seconds`` over every record (models, methods, arms) of the given results; decoding-only arms
     re-use their models' training and are not counted."""
     total = 0.0

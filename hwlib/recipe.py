@@ -15,6 +15,11 @@ Run it (each finished run is kept under ``runs/recipe/`` and loaded, not retrain
 
     python -m hwlib.recipe --task heatmap            # every arm of one task, 3 seeds
     python -m hwlib.recipe --task detector --arms "lr 4e-3" --seeds 2
+    python -m hwlib.recipe --task regression --train "lr 1e-3" --seed 1   # one run only (run several at once)
+
+A run counts once its two JSON files are there (``<name>.json`` with its config and last step, ``<name>.history.json``),
+so runs trained elsewhere (in parallel on a GPU) join the study without their weights; the record's setting names the
+device of any run not trained on a CPU.
 
 It writes ``report/generated/recipe.json`` (+ its macros, prefix ``Recipe``), the validation curves beside it
 (``recipe_curves.json``), the table ``recipe_table.tex`` and the figure ``figures/recipe_curves.pdf``; tasks already
@@ -71,6 +76,12 @@ RECIPES: dict = {
             "profile (lr 4e-3)": {},
             "lr 1e-3": {"lr": 1e-3},
             "EMA 0.995": {"ema": 0.995},
+            # where GAP+FC regression reaches its plateau: the cpu profile's recipe (batch 16, lr 1e-3) at its
+            # 4,000 steps and at 4x the schedule (trained in parallel on a GPU where one is lent: --train)
+            "batch 16, lr 1e-3, 4000 steps": {"batch_size": 16, "lr": 1e-3, "regression_steps": 4000,
+                                              "eval_every": 200, "vs": "batch 16, lr 1e-3, 4000 steps"},
+            "batch 16, lr 1e-3, 16000 steps": {"batch_size": 16, "lr": 1e-3, "regression_steps": 16000,
+                                               "eval_every": 500, "vs": "batch 16, lr 1e-3, 4000 steps"},
         },
     },
     # notebook 05's cheaper heatmap setting (kp_ablation): which schedule brings its base arm within 0.03 of its plateau
@@ -98,7 +109,6 @@ def base_config(task: str, profile: str = "cpu"):
 def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str = "cpu", progress: bool = True):
     """Train every arm (or those named, and the controls they are paired with, :func:`control_of`) of ``task`` for
     ``seeds`` seeds with validation; returns ``({arm: Record}, {arm: [History per seed]})``."""
-    from .experiments import train_detector, train_keypoint_model
     from .results import Record, plateau
 
     if task not in RECIPES:
@@ -114,36 +124,80 @@ def run_recipe(task: str, arms=None, seeds: int = 3, run_dir=None, profile: str 
         if vs not in names:
             names.insert(0, vs)
             missing.append(control_of(task, vs))
-    run_dir = Path(run_dir or REPO_ROOT / "runs" / "recipe")
     base = base_config(task, profile)
     records, histories = {}, {}
     for arm in names:
         cfg = arm_config(task, arm, base)
         per_seed, secs, hists = [], [], []
         for s in range(seeds):
-            name = f"{task}_{_slug(arm)}_s{s}"
-            if task == "detector":
-                _, h = train_detector(cfg, seed=s, run_dir=run_dir, name=name, progress=progress, reuse=True)
-            else:
-                _, h = train_keypoint_model(spec["model"], cfg, seed=s, run_dir=run_dir, name=name,
-                                            progress=progress, reuse=True)
+            h = recorded_history(task, arm, s, run_dir, profile)
+            if h is None:
+                h = train_arm(task, arm, s, run_dir, profile, progress)
             first = h.first_reaching(spec["metric"], spec["goal"], field="step")
             final = h.evals[-1][spec["metric"]]
             per_seed.append({"final": final, "images_to_goal": first * cfg.batch_size if first is not None else math.nan,
                              "best": max(e[spec["metric"]] for e in h.evals)})
             secs.append(h.train_seconds)
             hists.append(h)
+        elsewhere = sorted({h.device for h in hists} - {"cpu", ""})
+        setting = _setting(cfg, task) + (f", trained on {' and '.join(elsewhere)}" if elsewhere else "")
         records[arm] = Record(list(range(seeds)), per_seed, secs, [_steps(cfg, task) * cfg.batch_size] * seeds,
-                              plateau=plateau(hists, spec["metric"], of=seeds), setting=_setting(cfg, task))
+                              plateau=plateau(hists, spec["metric"], of=seeds), setting=setting)
         histories[arm] = hists
     records = {a: r if control_of(task, a) == a else r.with_baseline(records[control_of(task, a)], ["final", "best"])
                for a, r in records.items()}
     return records, histories
 
 
+def _run_path(task: str, arm: str, seed: int, run_dir=None) -> Path:
+    """Checkpoint path of one run of the study: ``<run_dir>/<task>_<arm slug>_s<seed>.pt``."""
+    return Path(run_dir or REPO_ROOT / "runs" / "recipe") / f"{task}_{_slug(arm)}_s{seed}.pt"
+
+
+def train_arm(task: str, arm: str, seed: int, run_dir=None, profile: str = "cpu", progress: bool = True):
+    """Train (or load, when finished) one seed of one arm, with validation; returns its ``History``. Runs of one
+    study are independent, so several can train at once (``--train``: one process per run, on a GPU)."""
+    from .experiments import train_detector, train_keypoint_model
+
+    cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
+    if task == "detector":
+        return train_detector(cfg, seed=seed, run_dir=ckpt.parent, name=ckpt.stem, progress=progress, reuse=True)[1]
+    return train_keypoint_model(RECIPES[task]["model"], cfg, seed=seed, run_dir=ckpt.parent, name=ckpt.stem,
+                                progress=progress, reuse=True)[1]
+
+
+def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str = "cpu"):
+    """The validation history of a finished run of this arm's config, read from the JSON files training writes beside
+    its checkpoint (``<name>.json``: config and last step; ``<name>.history.json``), or ``None``. The study needs only
+    the curve, so a run trained on another machine counts with these two files alone, without its weights."""
+    from .experiments import same_config
+    from .train import History
+
+    cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
+    side, hist = ckpt.with_suffix(".json"), ckpt.with_name(ckpt.stem + ".history.json")
+    if not (side.exists() and hist.exists()):
+        return None
+    meta, steps = json.loads(side.read_text()), _steps(cfg, task)
+    ignore = cfg.unread_by(RECIPES[task]["model"]) if task != "detector" else frozenset()
+    if (not same_config(meta.get("config"), cfg, ignore) or meta.get("extra", {}).get("step") != steps
+            or meta.get("model") != _model_class(task, cfg)):
+        return None
+    h = History.from_dict(json.loads(hist.read_text()))
+    return h if h.evals and h.evals[-1].get("step") == steps else None     # not a log left by an earlier run
+
+
+def _model_class(task: str, cfg) -> str:
+    """Class name of the model ``task`` trains under ``cfg`` (what a checkpoint's ``"model"`` records)."""
+    from . import keypoints as kp
+    from .experiments import build_detector
+
+    return type(build_detector(cfg) if task == "detector" else kp.build_keypoint_model(RECIPES[task]["model"], cfg)).__name__
+
+
 def control_of(task: str, arm: str) -> str:
     """The arm ``arm`` is paired with: its ``"vs"`` entry, else the task's first arm (the profile's recipe, paired
-    with itself)."""
+    with itself). An arm whose ``"vs"`` names itself is paired with nothing (a new control, e.g. one trained on
+    another device than the first arm)."""
     arms = RECIPES[task]["arms"]
     vs = arms[arm].get("vs", next(iter(arms)))
     if vs not in arms:
@@ -187,7 +241,7 @@ def recipe_table(results: dict):
             reached = sum(1 for v in r["per_seed"]["images_to_goal"] if v == v)
             vs = control_of(task, arm) if arm in RECIPES[task]["arms"] else None
             diff = diff_cell(r, "final")
-            if vs not in (None, next(iter(RECIPES[task]["arms"]))):     # its own control, named under the difference
+            if vs not in (None, arm, next(iter(RECIPES[task]["arms"]))):  # its own control, named under the difference
                 diff = f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{diff}\\\\vs {tex_escape(vs)}\\end{{tabular}}"
             rows.append([f"{task}: {arm}", str(r["train_images"][0]), f"{reached}/{len(r['seeds'])}",
                          pm(r, "images_to_goal", digits=0), pm(r, "final"), diff])
@@ -235,8 +289,21 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--run-dir", help="checkpoints (default: runs/recipe/)")
     ap.add_argument("--out", help="write the JSON, table and figure here (default: the profile's generated/figures dirs)")
+    ap.add_argument("--train", metavar="ARM", help="only train this arm's seed --seed (no controls, nothing written but "
+                    "the run's files): one process per run, to train runs in parallel (on a GPU)")
+    ap.add_argument("--seed", type=int, default=0, help="with --train: the seed")
     args = ap.parse_args(argv)
     from .report import atomic_write_text, write_results, write_table
+
+    if args.train is not None:
+        if args.train not in RECIPES[args.task]["arms"]:
+            print(f"error: unknown {args.task} arm {args.train!r}; valid: {list(RECIPES[args.task]['arms'])}",
+                  file=sys.stderr)
+            return 2
+        h = train_arm(args.task, args.train, args.seed, args.run_dir, args.profile)
+        print(f"{args.task} / {args.train} / seed {args.seed} on {h.device or 'an unrecorded device'}: "
+              f"final {h.evals[-1][RECIPES[args.task]['metric']]:.4f} after {h.train_seconds:.0f} s of training")
+        return 0
 
     t0 = time.time()
     try:

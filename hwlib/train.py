@@ -48,6 +48,11 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def device_name(dev: torch.device) -> str:
+    """``"cpu"`` or the GPU's name (``"cuda: NVIDIA H100 80GB HBM3"``): where a run trained, for its history."""
+    return f"cuda: {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else dev.type
+
+
 def cpu_flags() -> set:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -163,6 +168,7 @@ class History:
     train_seconds: float = 0.0
     precision: str = "fp32"
     world_size: int = 1
+    device: str = ""                                         # where it trained (device_name); "": not recorded
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -268,7 +274,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
         model = DistributedDataParallel(core, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed if world == 1 else [seed, rank])
-    hist = History(precision=prec, world_size=world)
+    hist = History(precision=prec, world_size=world, device=device_name(dev))
     train_time, n_images = 0.0, 0
     lead = rank == 0
     averaged = _WeightAverage(core, ema) if ema > 0 else None

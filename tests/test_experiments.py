@@ -210,3 +210,30 @@ def test_quarter_validation_leaves_training_unchanged(tmp_path):
     assert [e["step"] for e in hist.evals] == [1, 2, 3, 4]
     for a, b in zip(plain.state_dict().values(), checked.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_field_a_method_does_not_read_leaves_its_runs_valid(tmp_path, capsys):
+    """GAP+FC regression with its own steps and lr ignores ``steps`` / ``lr``: changing them (a longer heatmap
+    schedule) reuses its finished run; changing what it reads does not. Heatmap models ignore the regression fields."""
+    from hwlib.experiments import train_keypoint_model
+
+    cfg = dataclasses.replace(SMOKE.keypoint, steps=3, regression_steps=2, regression_lr=1e-3, eval_every=1)
+    assert cfg.unread_by("regression") == {"steps", "lr"}
+    assert cfg.unread_by("heatmap") == cfg.unread_by("integral") == {"regression_steps", "regression_lr"}
+    assert dataclasses.replace(cfg, regression_lr=0.0).unread_by("regression") == {"steps"}
+    kw = dict(run_dir=tmp_path, name="m", precision="fp32", progress=False, reuse=True)
+    model, _ = train_keypoint_model("regression", cfg, **kw)
+    capsys.readouterr()
+    again, _ = train_keypoint_model("regression", dataclasses.replace(cfg, steps=5, lr=9e-3), **kw)
+    assert "loaded instead of retrained" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    train_keypoint_model("regression", dataclasses.replace(cfg, regression_lr=2e-3), **kw)
+    assert "loaded instead of retrained" not in capsys.readouterr().out
+    # and the heatmap model's run survives a change of the regression schedule, not one of its own
+    kw["name"] = "h"
+    train_keypoint_model("heatmap", cfg, **kw)
+    capsys.readouterr()
+    train_keypoint_model("heatmap", dataclasses.replace(cfg, regression_steps=7, regression_lr=5e-3), **kw)
+    assert "loaded instead of retrained" in capsys.readouterr().out
+    train_keypoint_model("heatmap", dataclasses.replace(cfg, lr=5e-3), **kw)
+    assert "loaded instead of retrained" not in capsys.readouterr().out

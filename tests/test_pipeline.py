@@ -187,3 +187,19 @@ def test_machines_sentence_names_stages_not_rerun():
     assert "Not rerun with the current code: stage 03 " in s
     s = machines_sentence({"stage_machines": {"01_x": a}, "one_machine": True, "up_to_date": {"01_x": True}})
     assert "Not rerun" not in s
+
+
+def test_a_stage_whose_last_run_loaded_its_models_is_estimated_with_their_training(tmp_path):
+    """The last run's notebook time is the estimate only where that run trained its models; where it loaded them
+    (records' training seconds above its notebook seconds), the training is added back, then scaled."""
+    from hwlib.pipeline import estimate_stages, recorded_training
+
+    ref = {**_reference(), "_training": {"02_detector_training": 5000.0, "04_keypoint_training": 300.0}}
+    probe = {"detector_img_s": 10.0, "keypoint_img_s": 50.0}
+    est, _ = estimate_stages(ref, probe, ["02_detector_training", "04_keypoint_training"])
+    assert est["02_detector_training"] == pytest.approx((600.0 + 5000.0) * 4)    # loaded: 600 s of notebook time
+    assert est["04_keypoint_training"] == pytest.approx(1200.0 * 2)             # trained: its time as it was
+    (tmp_path / "05_ablations.json").write_text(json.dumps(
+        {"arms": {"a": {"train_seconds": [10.0, float("nan")]}, "b": {"train_seconds": [5.0]}}}))
+    rec = recorded_training(tmp_path)
+    assert rec["05_ablations"] == 15.0 and rec["04_keypoint_training"] == 0.0
