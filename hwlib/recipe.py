@@ -170,11 +170,11 @@ def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str 
     """The validation history of a finished run of this arm's config, read from the JSON files training writes beside
     its checkpoint (``<name>.json``: config and last step; ``<name>.history.json``), or ``None``. The study needs only
     the curve, so a run trained on another machine counts with these two files alone, without its weights."""
-    from .experiments import same_config
+    from .experiments import _history_path, same_config
     from .train import History
 
     cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
-    side, hist = ckpt.with_suffix(".json"), ckpt.with_name(ckpt.stem + ".history.json")
+    side, hist = ckpt.with_suffix(".json"), _history_path(ckpt)
     if not (side.exists() and hist.exists()):
         return None
     meta, steps = json.loads(side.read_text()), _steps(cfg, task)
