@@ -376,7 +376,7 @@ def accuracy_check(quick: bool, seeds: int = 2) -> dict:
                 "skipped": "the default precision on this CPU is fp32 itself: nothing to compare"}
     P = load_profile("smoke" if quick else "cpu")
     det, kpc = P.det_ablation, P.kp_ablation
-    vi, vt = detection_data(det.n_val, VAL_SEED, det.size_mode)
+    vi, vt = detection_data(det.n_val, VAL_SEED, det.size_mode, det.balanced_classes)
     ki, kk, _ = keypoint_data(kpc.n_val, VAL_SEED, kpc.hard_fraction)
     out = {"default_precision": default, "seeds": seeds,
            "detector": f"width {det.width}, {det.steps} steps", "heatmap": f"{kpc.base_channels} base channels, {kpc.steps} steps"}

@@ -79,6 +79,7 @@ class DetectorConfig:
     class_alpha: tuple = (1.0, 1.0, 1.0)  # per-class weight of the classification loss
     flip: bool = True                  # horizontal-flip augmentation
     size_mode: str = "class"           # "class": size tied to class (seed); "any": every class at every size
+    balanced_classes: bool = False     # generator: about equal counts per class (False: the first round's data)
     eval_every: int = 0                # validation mAP every this many steps (0: only at the end)
     nms_iou: float = 0.6
     conf_seed: float = 0.5             # the seed's confidence pre-filter
@@ -116,6 +117,7 @@ class KeypointConfig:
     eval_every: int = 0
     hard_fraction: float = 0.2         # share of hard poses (hands together / hands on torso)
     ohkm: int = 0                      # >0: only each image's this many hardest keypoints count in the loss (CPN)
+    coord_channels: bool = False       # GAP+FC regression only: (x, y) coordinate channels on its input (CoordConv)
 
     def steps_of(self, method: str) -> int:
         """Optimizer steps of ``method``: ``regression_steps`` for GAP+FC regression when set, else ``steps``."""
@@ -126,11 +128,12 @@ class KeypointConfig:
         return self.regression_lr if method == "regression" and self.regression_lr else self.lr
 
     def unread_by(self, method: str) -> frozenset[str]:
-        """Schedule fields ``method``'s training does not read: ``steps`` / ``lr`` for GAP+FC regression where
-        ``regression_steps`` / ``regression_lr`` replace them, and those two for the other methods. A change to one
-        of them leaves ``method``'s finished runs valid (:func:`hwlib.experiments.same_config`)."""
+        """Fields ``method``'s training does not read: ``steps`` / ``lr`` for GAP+FC regression where
+        ``regression_steps`` / ``regression_lr`` replace them, and those two and ``coord_channels`` for the other
+        methods. A change to one of them leaves ``method``'s finished runs valid
+        (:func:`hwlib.experiments.same_config`)."""
         if method != "regression":
-            return frozenset({"regression_steps", "regression_lr"})
+            return frozenset({"regression_steps", "regression_lr", "coord_channels"})
         return frozenset(k for k, own in (("steps", self.regression_steps), ("lr", self.regression_lr)) if own)
 
 

@@ -52,12 +52,29 @@ def _triangle_vertices(rng: np.random.Generator, size: float) -> np.ndarray:
     return v
 
 
-def _place_objects(rng, n_objects, size_mode, max_overlap, image_size):
-    """Sample classes, sizes and positions of one image; returns a list of object dicts."""
+def _place_objects(rng, n_objects, size_mode, max_overlap, image_size, tally=None):
+    """Sample classes, sizes and positions of one image; returns a list of object dicts.
+
+    A placement that does not fit (off the image, or overlapping another box too much) is tried again, up to 20
+    times. Without ``tally`` (the first round's generator) the class is re-drawn with each try, so the small circles,
+    which fit most often, win the retries and are over-represented. With ``tally``, an ``int[2, 3]`` array of the
+    objects of each class drawn so far and of those placed (updated here, shared by the images of one dataset),
+    the class is drawn once per object, with probability proportional to the inverse of its placement rate so far,
+    and only size and position are re-drawn; an image's classes are placed in decreasing class index (with sizes tied
+    to class, the largest first, while the image is still empty). The expected count of every class is then about
+    equal."""
     objects, boxes = [], []
-    for _ in range(n_objects):
+    if tally is None:
+        classes = [None] * n_objects
+    else:
+        p = (tally[0] + 1) / (tally[1] + 1)
+        classes = sorted(rng.choice(3, n_objects, p=p / p.sum()).tolist(), reverse=True)
+    for cls in classes:
+        if tally is not None:
+            tally[0, cls] += 1
         for _attempt in range(20):
-            cls = int(rng.integers(0, 3))
+            if tally is None:
+                cls = int(rng.integers(0, 3))
             lo, hi = CLASS_SIZE_RANGES[cls] if size_mode == "class" else ANY_SIZE_RANGE
             size = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
             if cls == 2:
@@ -83,6 +100,8 @@ def _place_objects(rng, n_objects, size_mode, max_overlap, image_size):
                     continue
             boxes.append(box)
             objects.append({"cls": cls, "centre": centre, "size": size, "verts": verts})
+            if tally is not None:
+                tally[1, cls] += 1
             break
     return objects
 
@@ -131,6 +150,9 @@ def make_detection_data(n: int, seed: int = 0, **options):
             ``size_mode`` ("class"): "class" ties size to class as in the seed (circle small,
             square medium, triangle large); "any" draws every class at every size;
             ``max_overlap`` (0.15): largest share of the smaller box another box may cover;
+            ``balanced_classes`` (False): draw each object's class once, weighted by how often each class has
+            failed to fit so far, so that the classes have about equal counts; False re-draws the class on every
+            failed placement, as the first round did (more circles than squares, more squares than triangles);
             ``noise`` (0.03, 0.10): range of the per-image Gaussian noise std (on [0, 1] colours).
 
     Returns:
@@ -141,12 +163,14 @@ def make_detection_data(n: int, seed: int = 0, **options):
     """
     n = _check_n(n)
     opt = _check_options(options, {"min_objects": 1, "max_objects": 6, "size_mode": "class",
-                                   "max_overlap": 0.15, "noise": (0.03, 0.10)}, "make_detection_data")
+                                   "max_overlap": 0.15, "noise": (0.03, 0.10), "balanced_classes": False},
+                        "make_detection_data")
     if opt["size_mode"] not in ("class", "any"):
         raise ValueError(f"size_mode must be 'class' or 'any', got {opt['size_mode']!r}")
     if not 1 <= opt["min_objects"] <= opt["max_objects"]:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {opt['min_objects']}, {opt['max_objects']}")
     rng = np.random.default_rng(seed)
+    tally = np.zeros((2, 3), dtype=np.int64) if opt["balanced_classes"] else None
     size = IMAGE_SIZE
     images = np.empty((n, 3, size, size), dtype=np.uint8)
     targets = []
@@ -157,7 +181,7 @@ def make_detection_data(n: int, seed: int = 0, **options):
         img = _background(rng, m, size)
         for i in range(m):
             k = int(rng.integers(opt["min_objects"], opt["max_objects"] + 1))
-            objects = _place_objects(rng, k, opt["size_mode"], opt["max_overlap"], size)
+            objects = _place_objects(rng, k, opt["size_mode"], opt["max_overlap"], size, tally)
             boxes, labels = [], []
             for obj in objects:
                 # bounding window of the object, so each mask touches only its own pixels

@@ -5,9 +5,9 @@
     python -m hwlib.evaluate CHECKPOINT [--seed S] [--n N] [--predictions OUT.pt] [--json OUT.json]
 
 The task is read from the checkpoint (its model class and stored config): a ``MultiScaleDetector`` is
-evaluated on ``make_detection_data(N, seed=S, size_mode=cfg.size_mode)``, a ``HeatmapNet``,
-``RegressionNet`` or ``IntegralNet`` on ``make_keypoint_data(N, seed=S, hard_fraction=cfg.hard_fraction)``;
-the defaults are the report's test split (``S = TEST_SPLIT_SEED``, ``N = 1000``). Inference runs in fp32
+evaluated on ``make_detection_data(N, seed=S, size_mode=cfg.size_mode,
+balanced_classes=cfg.balanced_classes)``, a ``HeatmapNet``, ``RegressionNet`` or ``IntegralNet`` on
+``make_keypoint_data(N, seed=S, hard_fraction=cfg.hard_fraction)``; the defaults are the report's test split (``S = TEST_SPLIT_SEED``, ``N = 1000``). Inference runs in fp32
 on the CPU, whatever precision the model was trained or stored in, so the numbers do not depend on the
 machine's bf16 support. Metrics:
 
@@ -155,7 +155,7 @@ def _chunks(n: int, size: int, progress: bool, desc: str):
 def _evaluate_detector(model, cfg, n, seed, progress, chunk):
     from .experiments import detection_data, detector_metrics, predict_detector, seed_protocol_preds
 
-    images, targets = detection_data(n, seed, cfg.size_mode)
+    images, targets = detection_data(n, seed, cfg.size_mode, cfg.balanced_classes)
     preds, seed_preds = [], []
     for s in _chunks(n, chunk, progress, "evaluate detector"):
         p, raw = predict_detector(model, images[s:s + chunk], cfg, conf=STANDARD_CONF, device="cpu",

@@ -30,9 +30,10 @@ TEST_SEED = SPLIT_SEEDS["test"]   # the held-out test split: reported numbers on
 
 
 @functools.lru_cache(maxsize=8)
-def detection_data(n: int, seed: int, size_mode: str = "class"):
-    """Cached :func:`hwlib.data.make_detection_data` (arms of a notebook share their data)."""
-    return make_detection_data(n, seed=seed, size_mode=size_mode)
+def detection_data(n: int, seed: int, size_mode: str = "class", balanced_classes: bool = False):
+    """Cached :func:`hwlib.data.make_detection_data` (arms of a notebook share their data); pass a config's
+    ``size_mode`` and ``balanced_classes``."""
+    return make_detection_data(n, seed=seed, size_mode=size_mode, balanced_classes=balanced_classes)
 
 
 @functools.lru_cache(maxsize=8)
@@ -254,8 +255,9 @@ def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | Non
 
 
 def _train_detector(cfg, seed, ckpt, name, device, precision, progress, validate):
-    images, targets = detection_data(cfg.n_train, train_data_seed("detector", seed), cfg.size_mode)
-    val_images, val_targets = detection_data(cfg.n_val, VAL_SEED, cfg.size_mode)
+    images, targets = detection_data(cfg.n_train, train_data_seed("detector", seed), cfg.size_mode,
+                                     cfg.balanced_classes)
+    val_images, val_targets = detection_data(cfg.n_val, VAL_SEED, cfg.size_mode, cfg.balanced_classes)
     torch.manual_seed(seed)
     model = build_detector(cfg)
 
@@ -574,7 +576,8 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         bad = set(over) - DECODING_FIELDS
         if bad:
             raise ValueError(f"decode arm {name!r} changes {sorted(bad)}: only decoding fields {sorted(DECODING_FIELDS)}")
-    images, targets = detection_data(n_eval or base.n_val, split_seed(split), base.size_mode)
+    images, targets = detection_data(n_eval or base.n_val, split_seed(split), base.size_mode,
+                                     base.balanced_classes)
     records, histories, models = {}, {}, {}
     for name, over in arms.items():
         cfg = dataclasses.replace(base, **over)

@@ -248,10 +248,10 @@ class Encoder(nn.Module):
     average pooling -> 1x1 conv, broadcast back), so every bottleneck cell sees the whole figure:
     the theoretical receptive field exceeds the 128-pixel image (see ``hwlib.receptive``)."""
 
-    def __init__(self, c: int = 32):
+    def __init__(self, c: int = 32, in_channels: int = 1):
         super().__init__()
         self.channels = (c // 2, c, 2 * c, 4 * c, 8 * c)
-        self.stem = _conv_bn(1, c // 2)                                   # 128
+        self.stem = _conv_bn(in_channels, c // 2)                         # 128
         self.e1 = nn.Sequential(_conv_bn(c // 2, c, 2), _conv_bn(c, c))       # 64
         self.e2 = nn.Sequential(_conv_bn(c, 2 * c, 2), _conv_bn(2 * c, 2 * c))  # 32
         self.e3 = nn.Sequential(_conv_bn(2 * c, 4 * c, 2), _conv_bn(4 * c, 4 * c))  # 16
@@ -316,13 +316,26 @@ class HeatmapNet(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-class RegressionNet(nn.Module):
-    """Shared encoder + global average pooling + MLP: ``[B, 1, 128, 128]`` -> ``[B, K, 2]`` (x, y) in [0, 1]."""
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``Tensor[B, C, H, W]`` with two channels appended: each pixel's column and row centre, ``(j + 0.5) / W``
+    and ``(i + 0.5) / H`` mapped to [-1, 1] (CoordConv, Liu et al. 2018) -> ``Tensor[B, C + 2, H, W]``."""
+    b, _, h, w = x.shape
+    xs = ((torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w * 2 - 1).view(1, 1, 1, w).expand(b, 1, h, w)
+    ys = ((torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h * 2 - 1).view(1, 1, h, 1).expand(b, 1, h, w)
+    return torch.cat([x, xs, ys], 1)
 
-    def __init__(self, num_keypoints: int = 5, base_channels: int = 32):
+
+class RegressionNet(nn.Module):
+    """Shared encoder + global average pooling + MLP: ``[B, 1, 128, 128]`` -> ``[B, K, 2]`` (x, y) in [0, 1].
+
+    With ``coords`` the image enters the encoder with two coordinate channels (:func:`coordinate_channels`), so
+    that convolutions, which are translation-equivariant, can carry where a feature lies into what global average
+    pooling keeps; still direct regression (no heatmap, no spatial read-out)."""
+
+    def __init__(self, num_keypoints: int = 5, base_channels: int = 32, coords: bool = False):
         super().__init__()
-        self.num_keypoints = num_keypoints
-        self.encoder = Encoder(base_channels)
+        self.num_keypoints, self.coords = num_keypoints, coords
+        self.encoder = Encoder(base_channels, in_channels=3 if coords else 1)
         c = self.encoder.channels[4]
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, c), nn.ReLU(inplace=True),
                                   nn.Linear(c, 2 * num_keypoints))
@@ -330,6 +343,8 @@ class RegressionNet(nn.Module):
 
     def forward(self, x):
         _check_input(x)
+        if self.coords:
+            x = coordinate_channels(x)
         return torch.sigmoid(self.head(self.encoder(x)[4]).float()).view(-1, self.num_keypoints, 2)
 
 
@@ -357,7 +372,7 @@ def build_keypoint_model(method: str, cfg) -> nn.Module:
     if method == "integral":
         return IntegralNet(5, cfg.heatmap_size, cfg.skip, cfg.base_channels)
     if method == "regression":
-        return RegressionNet(5, cfg.base_channels)
+        return RegressionNet(5, cfg.base_channels, getattr(cfg, "coord_channels", False))
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 

@@ -55,6 +55,10 @@ RECIPES: dict = {
             "batch 16, 400 steps, lr 8e-3": {"batch_size": 16, "steps": 400, "eval_every": 20, "lr": 8e-3,
                                              "vs": "batch 16, 400 steps"},
             "batch 8, 800 steps": {"batch_size": 8, "steps": 800, "eval_every": 40},
+            "batch 8, 800 steps, lr 8e-3": {"batch_size": 8, "steps": 800, "eval_every": 40, "lr": 8e-3,
+                                            "vs": "batch 8, 800 steps"},
+            "batch 4, 1600 steps, lr 8e-3": {"batch_size": 4, "steps": 1600, "eval_every": 80, "lr": 8e-3,
+                                             "vs": "batch 8, 800 steps, lr 8e-3"},
             "batch 16, 400 steps, OHKM 2": {"batch_size": 16, "steps": 400, "eval_every": 20, "ohkm": 2,
                                             "vs": "batch 16, 400 steps"},
         },
@@ -66,6 +70,8 @@ RECIPES: dict = {
             "profile (lr 2e-3, batch 16)": {},
             "lr 4e-3": {"lr": 4e-3},
             "batch 8, 400 steps": {"batch_size": 8, "steps": 400, "eval_every": 40},
+            "batch 8, 400 steps, lr 4e-3": {"batch_size": 8, "steps": 400, "eval_every": 40, "lr": 4e-3,
+                                            "vs": "batch 8, 400 steps"},
         },
     },
     "regression": {
@@ -76,6 +82,8 @@ RECIPES: dict = {
             "profile (lr 4e-3)": {},
             "lr 1e-3": {"lr": 1e-3},
             "EMA 0.995": {"ema": 0.995},
+            # direct regression that can see where a feature lies: (x, y) channels on the input (CoordConv)
+            "lr 1e-3, CoordConv": {"lr": 1e-3, "coord_channels": True, "vs": "lr 1e-3"},
             # where GAP+FC regression reaches its plateau: the cpu profile's recipe (batch 16, lr 1e-3) at its
             # 4,000 steps and at 4x the schedule (trained in parallel on a GPU where one is lent: --train)
             "batch 16, lr 1e-3, 4000 steps": {"batch_size": 16, "lr": 1e-3, "regression_steps": 4000,
@@ -217,10 +225,14 @@ def _steps(cfg, task) -> int:
 
 
 def _setting(cfg, task) -> str:
-    """``"200 steps x batch 32, lr 0.004, warm-up 50, EMA 0"``: what a recipe sets (plain text, no LaTeX specials)."""
+    """``"200 steps x batch 32, lr 0.004, warm-up 50, EMA 0"``: what a recipe sets (plain text, no LaTeX specials),
+    and the keypoint options an arm turns on (``OHKM 2``, ``CoordConv``)."""
     lr = cfg.lr if task == "detector" else cfg.lr_of(RECIPES[task]["model"])
     out = f"{_steps(cfg, task)} steps x batch {cfg.batch_size}, lr {lr:g}, warm-up {cfg.warmup_steps}"
-    return out + (f", EMA {cfg.ema:g}" if task != "detector" else "")
+    if task == "detector":
+        return out
+    return (out + f", EMA {cfg.ema:g}" + (f", OHKM {cfg.ohkm}" if cfg.ohkm else "")
+            + (", CoordConv" if cfg.coord_channels and RECIPES[task]["model"] == "regression" else ""))
 
 
 def _slug(name: str) -> str:

@@ -62,6 +62,55 @@ def test_any_size_mode_mixes_classes_and_sizes():
         assert (s[l == c] < 39).any() and (s[l == c] > 91).any()
 
 
+def _class_counts(targets):
+    return np.bincount(torch.cat([t["labels"] for t in targets]).numpy(), minlength=3)
+
+
+def test_balanced_classes_have_about_equal_counts():
+    """Re-drawing the class on each failed placement (the default, the first round's data) favours the small
+    circles; drawing it once per object (``balanced_classes``) keeps every class within 25% of every other."""
+    old = _class_counts(make_detection_data(200, seed=5)[1])
+    _, targets = make_detection_data(200, seed=5, balanced_classes=True)
+    new = _class_counts(targets)
+    assert old[0] > 1.5 * old[2]                                # circles far more common than triangles
+    assert new.max() <= 1.25 * new.min(), new
+    for t in targets:                                           # sizes stay tied to class
+        side = (t["boxes"][:, 2:] - t["boxes"][:, :2]).prod(1).sqrt()
+        for c, (lo, hi) in CLASS_SIZE_RANGES.items():
+            assert ((side[t["labels"] == c] >= 0.85 * lo - 2) & (side[t["labels"] == c] <= 1.1 * hi + 2)).all()
+    any_size = _class_counts(make_detection_data(100, seed=6, size_mode="any", balanced_classes=True)[1])
+    assert any_size.max() <= 1.25 * any_size.min(), any_size
+
+
+def test_default_stream_is_the_first_rounds():
+    """The default data are those every committed detector was trained on: labels and boxes of seed 7 as the first
+    round's generator drew them (integers, so the same on every CPU)."""
+    _, targets = make_detection_data(3, seed=7)
+    assert [t["labels"].tolist() for t in targets] == [[1, 0], [0, 2, 0], [0, 2]]
+    assert [t["boxes"].int().tolist() for t in targets] == [
+        [[92, 107, 172, 186], [122, 13, 142, 33]],
+        [[20, 196, 41, 217], [74, 67, 210, 219], [109, 29, 142, 61]],
+        [[183, 98, 197, 113], [15, 99, 126, 219]]]
+
+
+def test_balanced_placement_order_and_weights():
+    """Balanced placement puts an image's classes in decreasing class index (with sizes tied to class: largest
+    first), counts every drawn and placed object, and draws a class more often the worse it has fitted so far."""
+    from hwlib.data import _place_objects
+
+    rng = np.random.default_rng(0)
+    tally = np.zeros((2, 3), dtype=np.int64)
+    for _ in range(50):
+        objs = _place_objects(rng, 4, "class", 0.15, 224, tally)
+        assert [o["cls"] for o in objs] == sorted((o["cls"] for o in objs), reverse=True)
+    assert tally[0].sum() == 200 and (tally[1] <= tally[0]).all()
+    skewed = np.array([[1000, 1000, 1000], [1000, 1000, 100]])  # triangles placed a tenth as often
+    drawn = skewed[0].copy()
+    for _ in range(100):
+        _place_objects(rng, 3, "class", 0.15, 224, skewed)
+    assert (skewed[0] - drawn)[2] > 3 * (skewed[0] - drawn)[0]
+
+
 def test_detection_bad_input():
     with pytest.raises(ValueError, match="n must be"):
         make_detection_data(-1)

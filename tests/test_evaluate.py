@@ -335,3 +335,15 @@ def test_zoo_over_budget_writes_nothing(zoo, tmp_path):
 def test_zoo_missing_source_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="02_seed_exact_s0.pt"):
         export_zoo(tmp_path, tmp_path / "models", names=["seed_exact"], n=2, progress=False)
+
+
+def test_a_coordconv_regression_checkpoint_loads_as_one(tmp_path):
+    """The stored config rebuilds the CoordConv model (3 input channels), and its weights give the same outputs."""
+    cfg = dataclasses.replace(KP_CFG, coord_channels=True)
+    ref = kp.build_keypoint_model("regression", cfg)
+    path = save_checkpoint(tmp_path / "coord.pt", ref, cfg, extra={"step": 3, "train_seconds": 1.0})
+    model, method, stored = load_keypoint_model(path)
+    assert (method, stored.coord_channels, model.coords) == ("regression", True, True)
+    x = torch.rand(2, 1, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), ref.eval()(x))

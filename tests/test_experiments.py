@@ -219,7 +219,8 @@ def test_a_field_a_method_does_not_read_leaves_its_runs_valid(tmp_path, capsys):
 
     cfg = dataclasses.replace(SMOKE.keypoint, steps=3, regression_steps=2, regression_lr=1e-3, eval_every=1)
     assert cfg.unread_by("regression") == {"steps", "lr"}
-    assert cfg.unread_by("heatmap") == cfg.unread_by("integral") == {"regression_steps", "regression_lr"}
+    assert cfg.unread_by("heatmap") == cfg.unread_by("integral") == {"regression_steps", "regression_lr",
+                                                                      "coord_channels"}
     assert dataclasses.replace(cfg, regression_lr=0.0).unread_by("regression") == {"steps"}
     kw = dict(run_dir=tmp_path, name="m", precision="fp32", progress=False, reuse=True)
     model, _ = train_keypoint_model("regression", cfg, **kw)
@@ -233,7 +234,8 @@ def test_a_field_a_method_does_not_read_leaves_its_runs_valid(tmp_path, capsys):
     kw["name"] = "h"
     train_keypoint_model("heatmap", cfg, **kw)
     capsys.readouterr()
-    train_keypoint_model("heatmap", dataclasses.replace(cfg, regression_steps=7, regression_lr=5e-3), **kw)
+    train_keypoint_model("heatmap", dataclasses.replace(cfg, regression_steps=7, regression_lr=5e-3,
+                                                        coord_channels=True), **kw)
     assert "loaded instead of retrained" in capsys.readouterr().out
     train_keypoint_model("heatmap", dataclasses.replace(cfg, lr=5e-3), **kw)
     assert "loaded instead of retrained" not in capsys.readouterr().out

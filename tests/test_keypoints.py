@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from hwlib.keypoints import (HeatmapCodec, HeatmapNet, IntegralNet, KeypointLoss, RegressionCodec, RegressionNet,
-                             decode_heatmaps, encode_heatmaps, heatmaps_as_targets, soft_argmax)
+                             build_keypoint_model, coordinate_channels, decode_heatmaps, encode_heatmaps,
+                             heatmaps_as_targets, soft_argmax)
 from hwlib.config import KeypointConfig
 
 
@@ -60,6 +61,27 @@ def test_regression_and_integral_shapes():
     for m in (RegressionNet(5, base_channels=8), IntegralNet(5, 64, True, base_channels=8)):
         out = m(torch.rand(3, 1, 128, 128))
         assert out.shape == (3, 5, 2) and (out >= 0).all() and (out <= 1).all()
+
+
+def test_coordinate_channels_hand_worked():
+    """A 2 x 4 map: column centres (j + 0.5) / 4 -> [-0.75, -0.25, 0.25, 0.75], row centres -> [-0.5, 0.5]."""
+    x = torch.rand(3, 1, 2, 4)
+    out = coordinate_channels(x)
+    assert out.shape == (3, 3, 2, 4) and torch.equal(out[:, :1], x)
+    assert torch.equal(out[0, 1], torch.tensor([[-0.75, -0.25, 0.25, 0.75]] * 2))
+    assert torch.equal(out[2, 2], torch.tensor([[-0.5] * 4, [0.5] * 4]))
+
+
+def test_coord_channels_config_builds_coordconv_regression_only():
+    """``coord_channels`` builds the CoordConv regression model (the stem's 3 x 3 filters read 2 more input
+    channels, nothing else changes) and leaves the heatmap model as it is."""
+    cfg = KeypointConfig(base_channels=8, coord_channels=True)
+    plain, coord = RegressionNet(5, base_channels=8), build_keypoint_model("regression", cfg)
+    assert coord.coords and not plain.coords
+    n_plain, n_coord = (sum(p.numel() for p in m.parameters()) for m in (plain, coord))
+    assert n_coord - n_plain == 2 * 9 * 4          # stem: 3 x 3 filters to c/2 = 4 channels, 2 more inputs
+    assert coord(torch.rand(2, 1, 128, 128)).shape == (2, 5, 2)
+    assert isinstance(build_keypoint_model("heatmap", cfg), HeatmapNet)
 
 
 def test_heatmaps_as_targets_perfect_prediction():

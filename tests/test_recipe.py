@@ -129,3 +129,15 @@ def test_runs_trained_one_by_one_elsewhere_join_the_study_without_their_weights(
     hist.write_text(json.dumps(log))
     assert recipe.recorded_history("heatmap", "batch 8", 0, runs, "smoke") is not None
     assert recipe.main(["--task", "heatmap", "--train", "nope", "--profile", "smoke", "--run-dir", str(runs)]) == 2
+
+
+def test_setting_names_the_options_an_arm_turns_on():
+    """A record's setting says which keypoint options its arm turns on, so two arms never read alike."""
+    from dataclasses import replace
+
+    from hwlib.config import KeypointConfig
+
+    cfg = KeypointConfig(steps=10, regression_steps=20, batch_size=4, lr=1e-3, coord_channels=True)
+    assert recipe._setting(cfg, "regression") == "20 steps x batch 4, lr 0.001, warm-up 50, EMA 0, CoordConv"
+    assert recipe._setting(cfg, "heatmap") == "10 steps x batch 4, lr 0.001, warm-up 50, EMA 0"
+    assert recipe._setting(replace(cfg, ohkm=2), "heatmap").endswith("EMA 0, OHKM 2")
