@@ -59,6 +59,9 @@ RECIPES: dict = {
                                             "vs": "batch 8, 800 steps"},
             "batch 4, 1600 steps, lr 8e-3": {"batch_size": 4, "steps": 1600, "eval_every": 80, "lr": 8e-3,
                                              "vs": "batch 8, 800 steps, lr 8e-3"},
+            # the same recipe at the headline's 32,000 images: does it still reach a plateau there?
+            "batch 4, 8000 steps, lr 8e-3": {"batch_size": 4, "steps": 8000, "eval_every": 200, "lr": 8e-3,
+                                             "vs": "batch 4, 1600 steps, lr 8e-3"},
             "batch 16, 400 steps, OHKM 2": {"batch_size": 16, "steps": 400, "eval_every": 20, "ohkm": 2,
                                             "vs": "batch 16, 400 steps"},
         },
