@@ -7,9 +7,9 @@
 The task is read from the checkpoint (its model class and stored config): a ``MultiScaleDetector`` is
 evaluated on ``make_detection_data(N, seed=S, size_mode=cfg.size_mode,
 balanced_classes=cfg.balanced_classes)``, a ``HeatmapNet``, ``RegressionNet`` or ``IntegralNet`` on
-``make_keypoint_data(N, seed=S, hard_fraction=cfg.hard_fraction)``; the defaults are the report's test split (``S = TEST_SPLIT_SEED``, ``N = 1000``). Inference runs in fp32
-on the CPU, whatever precision the model was trained or stored in, so the numbers do not depend on the
-machine's bf16 support. Metrics:
+``make_keypoint_data(N, seed=S, hard_fraction=cfg.hard_fraction)``; the defaults are the report's test split
+(``S = TEST_SPLIT_SEED``, ``N = 1000``). Inference runs in fp32 on the CPU, whatever precision the model was
+trained or stored in, so the numbers do not depend on the machine's bf16 support. Metrics:
 
 - detectors: VOC AP@0.5 per class and mAP under the standard protocol (detections decoded at
   confidence >= 0.001) and the seed protocol (>= ``cfg.conf_seed``, 0.5): ``map_standard``,

@@ -70,6 +70,13 @@ def same_config(stored: dict | None, cfg, ignore=frozenset()) -> bool:
                for k, v in now.items() if k not in ignore)
 
 
+def finished_meta(meta: dict, cfg, steps: int, ignore=frozenset()) -> bool:
+    """Whether a run's stored metadata (a checkpoint's payload, or the ``<name>.json`` written beside it) says it
+    finished with this config: its ``"config"`` is ``cfg`` (:func:`same_config`, ``ignore`` as there) and it was
+    written at the last step, ``steps``."""
+    return same_config(meta.get("config"), cfg, ignore) and meta.get("extra", {}).get("step") == steps
+
+
 def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool, ignore=frozenset()):
     """``(payload, history)`` of a finished training run at ``ckpt`` with this config, or ``None``.
 
@@ -86,7 +93,7 @@ def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool, ignore=frozen
         payload = load_checkpoint(ckpt)
     except CheckpointError:
         return None
-    if not same_config(payload.get("config"), cfg, ignore) or payload.get("extra", {}).get("step") != steps:
+    if not finished_meta(payload, cfg, steps, ignore):
         return None
     hp = _history_path(Path(ckpt))
     if hp.exists():

@@ -181,7 +181,7 @@ def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str 
     """The validation history of a finished run of this arm's config, read from the JSON files training writes beside
     its checkpoint (``<name>.json``: config and last step; ``<name>.history.json``), or ``None``. The study needs only
     the curve, so a run trained on another machine counts with these two files alone, without its weights."""
-    from .experiments import _history_path, same_config
+    from .experiments import _history_path, finished_meta
     from .train import History
 
     cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
@@ -190,19 +190,19 @@ def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str 
         return None
     meta, steps = json.loads(side.read_text()), _steps(cfg, task)
     ignore = cfg.unread_by(RECIPES[task]["model"]) if task != "detector" else frozenset()
-    if (not same_config(meta.get("config"), cfg, ignore) or meta.get("extra", {}).get("step") != steps
-            or meta.get("model") != _model_class(task, cfg)):
+    if not finished_meta(meta, cfg, steps, ignore) or meta.get("model") != _model_class(task):
         return None
     h = History.from_dict(json.loads(hist.read_text()))
     return h if h.evals and h.evals[-1].get("step") == steps else None     # not a log left by an earlier run
 
 
-def _model_class(task: str, cfg) -> str:
-    """Class name of the model ``task`` trains under ``cfg`` (what a checkpoint's ``"model"`` records)."""
-    from . import keypoints as kp
-    from .experiments import build_detector
+def _model_class(task: str) -> str:
+    """Class name of the model ``task`` trains (what a checkpoint's ``"model"`` records): the entry of
+    :data:`hwlib.evaluate.MODEL_CLASSES` for its task and method."""
+    from .evaluate import MODEL_CLASSES
 
-    return type(build_detector(cfg) if task == "detector" else kp.build_keypoint_model(RECIPES[task]["model"], cfg)).__name__
+    key = ("detector", None) if task == "detector" else ("keypoint", RECIPES[task]["model"])
+    return next(name for name, of in MODEL_CLASSES.items() if of == key)
 
 
 def control_of(task: str, arm: str) -> str:
