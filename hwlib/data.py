@@ -150,7 +150,7 @@ def make_detection_data(n: int, seed: int = 0, **options):
             ``size_mode`` ("class"): "class" ties size to class as in the seed (circle small,
             square medium, triangle large); "any" draws every class at every size;
             ``max_overlap`` (0.15): largest share of the smaller box another box may cover;
-            ``balanced_classes`` (False): draw each object's class once, weighted by how often each class has
+            ``balanced_classes`` (True): draw each object's class once, weighted by how often each class has
             failed to fit so far, so that the classes have about equal counts; False re-draws the class on every
             failed placement, as the first round did (more circles than squares, more squares than triangles);
             ``noise`` (0.03, 0.10): range of the per-image Gaussian noise std (on [0, 1] colours).
@@ -163,7 +163,7 @@ def make_detection_data(n: int, seed: int = 0, **options):
     """
     n = _check_n(n)
     opt = _check_options(options, {"min_objects": 1, "max_objects": 6, "size_mode": "class",
-                                   "max_overlap": 0.15, "noise": (0.03, 0.10), "balanced_classes": False},
+                                   "max_overlap": 0.15, "noise": (0.03, 0.10), "balanced_classes": True},
                         "make_detection_data")
     if opt["size_mode"] not in ("class", "any"):
         raise ValueError(f"size_mode must be 'class' or 'any', got {opt['size_mode']!r}")

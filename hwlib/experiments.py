@@ -30,7 +30,7 @@ TEST_SEED = SPLIT_SEEDS["test"]   # the held-out test split: reported numbers on
 
 
 @functools.lru_cache(maxsize=8)
-def detection_data(n: int, seed: int, size_mode: str = "class", balanced_classes: bool = False):
+def detection_data(n: int, seed: int, size_mode: str = "class", balanced_classes: bool = True):
     """Cached :func:`hwlib.data.make_detection_data` (arms of a notebook share their data); pass a config's
     ``size_mode`` and ``balanced_classes``."""
     return make_detection_data(n, seed=seed, size_mode=size_mode, balanced_classes=balanced_classes)
@@ -55,9 +55,11 @@ def _history_path(ckpt: Path) -> Path:
 
 def same_config(stored: dict | None, cfg, ignore=frozenset()) -> bool:
     """Whether a checkpoint's stored config (JSON) is ``cfg``'s. A field added to the config class after the
-    checkpoint was written counts as equal when ``cfg`` holds that field's default, the behaviour the code had
-    before the field existed (so adding an option does not orphan every finished run). Fields in ``ignore`` (those
-    the run's training does not read, :meth:`~hwlib.config.KeypointConfig.unread_by`) are not compared."""
+    checkpoint was written counts as equal when ``cfg`` holds the behaviour the code had before the field existed:
+    the field's default, or its entry in :data:`hwlib.config.BEFORE_FIELD_EXISTED` where the default has changed
+    since (so adding an option does not orphan every finished run). Fields in ``ignore`` (those the run's training
+    does not read, :meth:`~hwlib.config.KeypointConfig.unread_by`) are not compared."""
+    from .config import BEFORE_FIELD_EXISTED
     from .report import to_jsonable
 
     if not isinstance(stored, dict):
@@ -65,7 +67,7 @@ def same_config(stored: dict | None, cfg, ignore=frozenset()) -> bool:
     now = to_jsonable(dataclasses.asdict(cfg))
     if set(stored) - set(now):
         return False
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    defaults = {f.name: BEFORE_FIELD_EXISTED.get(f.name, f.default) for f in dataclasses.fields(cfg)}
     return all(stored[k] == v if k in stored else v == to_jsonable(defaults.get(k, dataclasses.MISSING))
                for k, v in now.items() if k not in ignore)
 
@@ -568,7 +570,8 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         prefix: checkpoint names ``<run_dir>/<prefix><arm>_s<seed>.pt``.
         n_eval: evaluation images (default ``base.n_val``).
         validate: log validation mAP every ``eval_every`` steps (curves, plateau verdict) ...
-        validate_seeds: ... for the first this many seeds of each arm only (default: all).
+        validate_seeds: ... for the first this many seeds of each arm only (default: all); the other seeds are
+            validated at each quarter of the schedule (:func:`quarter_validation`), enough for their plateau verdict.
         decode_arms: ``name -> (trained arm, decoding overrides)``: the trained arm's models decoded again with
             other decoding settings (``s3_conf``, ``nms_iou``, ...), from the same forward pass, without training;
             each is paired with the arm it re-decodes (same models, so the difference is the decoding's alone).
@@ -594,16 +597,17 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         runs, secs, hists, ss = [], [], [], _seeds_of(seeds, name)
         decoded = {d: [] for d in mine}
         for s in ss:
-            val = validate and (validate_seeds is None or ss.index(s) < validate_seeds)
-            model, hist = train_detector(cfg, seed=s, run_dir=run_dir, name=f"{prefix}{name}_s{s}", device=device,
-                                         precision=precision, progress=progress, validate=val)
+            dense = validate_seeds is None or ss.index(s) < validate_seeds
+            run_cfg = cfg if dense or not validate else quarter_validation(cfg, cfg.steps)
+            model, hist = train_detector(run_cfg, seed=s, run_dir=run_dir, name=f"{prefix}{name}_s{s}", device=device,
+                                         precision=precision, progress=progress, validate=validate)
             preds, outputs = predict_detector(model, images, cfg, device=device, precision=precision, raw=True)
             runs.append(_metrics_of_outputs(outputs, targets, cfg, preds))
             for d, dcfg in mine.items():
                 decoded[d].append(_metrics_of_outputs(outputs, targets, dcfg))
             del outputs
             secs.append(hist.train_seconds)
-            if val:
+            if validate:
                 hists.append(hist)
             models[(name, s)] = (model, cfg)
         histories[name] = hists if validate else []

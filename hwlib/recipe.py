@@ -68,7 +68,8 @@ RECIPES: dict = {
     },
     "detector": {
         "metric": "map_standard", "goal": 0.85, "model": "seed_exact",
-        "base": {"steps": 200, "eval_every": 20, "n_val": 250},          # 3,200 images, the #14 goal's budget
+        # 3,200 images, the #14 goal's budget; batch and data pinned to the profile's when the study began
+        "base": {"steps": 200, "eval_every": 20, "n_val": 250, "batch_size": 16, "balanced_classes": False},
         "arms": {
             "profile (lr 2e-3, batch 16)": {},
             "lr 4e-3": {"lr": 4e-3},
@@ -95,6 +96,20 @@ RECIPES: dict = {
                                                "eval_every": 500, "vs": "batch 16, lr 1e-3, 4000 steps"},
         },
     },
+    # notebook 03's trained arms (det_ablation): which setting brings their baseline within 0.05 mAP of the seed-exact
+    # headline (#15), on balanced data; the first arm is the first round's arm setting, the others candidates
+    "arms": {
+        "metric": "map_standard", "goal": 0.85, "model": "seed_exact", "config": "det_ablation",
+        "base": {"width": 0.5, "n_train": 3200, "n_val": 250, "steps": 160, "batch_size": 16, "lr": 3e-3,
+                 "warmup_steps": 25, "eval_every": 20, "balanced_classes": True},
+        "arms": {
+            "first-round arm setting (width 0.5)": {},
+            "width 0.5, batch 8, 1000 steps": {"n_train": 6000, "batch_size": 8, "steps": 1000, "lr": 2e-3,
+                                               "warmup_steps": 40, "eval_every": 100},
+            "width 1.0, batch 8, 800 steps": {"width": 1.0, "n_train": 6000, "batch_size": 8, "steps": 800,
+                                              "lr": 2e-3, "warmup_steps": 40, "eval_every": 100},
+        },
+    },
     # notebook 05's cheaper heatmap setting (kp_ablation): which schedule brings its base arm within 0.03 of its plateau
     "ablation": {
         "metric": "pck_0.05", "goal": 0.9, "model": "heatmap", "config": "kp_ablation",
@@ -109,11 +124,16 @@ RECIPES: dict = {
 }
 
 
+def _detects(task: str) -> bool:
+    """Whether ``task`` trains a detector (its ``model`` names one), not a keypoint model."""
+    return RECIPES[task]["model"] == "seed_exact"
+
+
 def base_config(task: str, profile: str = "cpu"):
     """The task's base config: the profile's headline config with the study's overrides."""
     p = load_profile(profile)
     spec = RECIPES[task]
-    cfg = getattr(p, spec.get("config", "detector" if task == "detector" else "keypoint"))
+    cfg = getattr(p, spec.get("config", "detector" if _detects(task) else "keypoint"))
     return dataclasses.replace(cfg, **spec["base"])
 
 
@@ -171,7 +191,7 @@ def train_arm(task: str, arm: str, seed: int, run_dir=None, profile: str = "cpu"
     from .experiments import train_detector, train_keypoint_model
 
     cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
-    if task == "detector":
+    if _detects(task):
         return train_detector(cfg, seed=seed, run_dir=ckpt.parent, name=ckpt.stem, progress=progress, reuse=True)[1]
     return train_keypoint_model(RECIPES[task]["model"], cfg, seed=seed, run_dir=ckpt.parent, name=ckpt.stem,
                                 progress=progress, reuse=True)[1]
@@ -189,7 +209,7 @@ def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str 
     if not (side.exists() and hist.exists()):
         return None
     meta, steps = json.loads(side.read_text()), _steps(cfg, task)
-    ignore = cfg.unread_by(RECIPES[task]["model"]) if task != "detector" else frozenset()
+    ignore = cfg.unread_by(RECIPES[task]["model"]) if not _detects(task) else frozenset()
     if not finished_meta(meta, cfg, steps, ignore) or meta.get("model") != _model_class(task):
         return None
     h = History.from_dict(json.loads(hist.read_text()))
@@ -201,7 +221,7 @@ def _model_class(task: str) -> str:
     :data:`hwlib.evaluate.MODEL_CLASSES` for its task and method."""
     from .evaluate import MODEL_CLASSES
 
-    key = ("detector", None) if task == "detector" else ("keypoint", RECIPES[task]["model"])
+    key = ("detector", None) if _detects(task) else ("keypoint", RECIPES[task]["model"])
     return next(name for name, of in MODEL_CLASSES.items() if of == key)
 
 
@@ -224,15 +244,15 @@ def arm_config(task: str, arm: str, base=None):
 
 def _steps(cfg, task) -> int:
     """Optimizer steps of ``task``'s model under ``cfg``."""
-    return cfg.steps if task == "detector" else cfg.steps_of(RECIPES[task]["model"])
+    return cfg.steps if _detects(task) else cfg.steps_of(RECIPES[task]["model"])
 
 
 def _setting(cfg, task) -> str:
     """``"200 steps x batch 32, lr 0.004, warm-up 50, EMA 0"``: what a recipe sets (plain text, no LaTeX specials),
     and the keypoint options an arm turns on (``OHKM 2``, ``CoordConv``)."""
-    lr = cfg.lr if task == "detector" else cfg.lr_of(RECIPES[task]["model"])
+    lr = cfg.lr if _detects(task) else cfg.lr_of(RECIPES[task]["model"])
     out = f"{_steps(cfg, task)} steps x batch {cfg.batch_size}, lr {lr:g}, warm-up {cfg.warmup_steps}"
-    if task == "detector":
+    if _detects(task):
         return out
     return (out + f", EMA {cfg.ema:g}" + (f", OHKM {cfg.ohkm}" if cfg.ohkm else "")
             + (", CoordConv" if cfg.coord_channels and RECIPES[task]["model"] == "regression" else ""))

@@ -90,6 +90,12 @@ def plateau(histories: list, metric: str, tol: float = PLATEAU_TOL, of: int | No
     return {"reached": bool(g < tol), "criterion": criterion, "last_gain": g}
 
 
+def _paired_stat(diffs: list) -> dict:
+    """Mean, 95% t-interval and count of per-seed differences; significant when the interval excludes 0."""
+    m, _, (lo, hi) = mean_ci([float(d) for d in diffs])
+    return {"mean": m, "ci95": [lo, hi], "n": len(diffs), "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0))}
+
+
 @dataclasses.dataclass
 class Record:
     """SPEC §7's model record: one metric dict per seed and everything derived from them.
@@ -146,7 +152,8 @@ class Record:
 
     def paired(self, baseline: "Record", metrics=None) -> dict:
         """Paired differences ``self - baseline`` over the seeds both have: ``{metric: {"mean", "ci95", "n",
-        "significant"}}`` for every scalar metric (or those named); significant = the interval excludes 0."""
+        "significant"}}`` for every scalar metric (or those named); significant = the interval excludes 0. A named
+        dict-valued metric (per class, per keypoint) gets one such entry per key: ``{metric: {key: {...}}}``."""
         common = [s for s in self.seeds if s in baseline.seeds]
         if len(common) == 0:
             raise ValueError("an arm and its baseline share no seed: nothing to pair")
@@ -156,10 +163,11 @@ class Record:
                            if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)]
         out = {}
         for k in keys:
-            d = [float(mine[s][k]) - float(base[s][k]) for s in common]
-            m, _, (lo, hi) = mean_ci(d)
-            out[k] = {"mean": m, "ci95": [lo, hi], "n": len(d),
-                      "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0))}
+            if isinstance(mine[common[0]][k], dict):
+                out[k] = {sub: _paired_stat([mine[s][k][sub] - base[s][k][sub] for s in common])
+                          for sub in mine[common[0]][k]}
+            else:
+                out[k] = _paired_stat([float(mine[s][k]) - float(base[s][k]) for s in common])
         return out
 
     def with_baseline(self, baseline: "Record", metrics=None) -> "Record":
@@ -194,9 +202,12 @@ def pm(record: dict, metric: str, *sub, digits: int = 3, scale: float = 1.0) -> 
     return f"{m * scale:.{digits}f} $\\pm$ {s * scale:.{digits}f}"
 
 
-def diff_cell(record: dict, metric: str, digits: int = 3) -> str:
-    """``"+0.012 [-0.004, 0.028]"`` from an arm's ``paired_diff``; a star marks an interval that excludes 0."""
+def diff_cell(record: dict, metric: str, *sub, digits: int = 3) -> str:
+    """``"+0.012 [-0.004, 0.028]"`` from an arm's ``paired_diff``; a star marks an interval that excludes 0.
+    ``sub`` indexes into a dict-valued metric's differences (``diff_cell(r, "ap_standard", "circle")``)."""
     d = record.get("paired_diff", {}).get(metric)
+    for k in sub:
+        d = None if d is None else d.get(k)
     if d is None:
         return ""
     lo, hi = d["ci95"]

@@ -67,11 +67,12 @@ def _class_counts(targets):
 
 
 def test_balanced_classes_have_about_equal_counts():
-    """Re-drawing the class on each failed placement (the default, the first round's data) favours the small
-    circles; drawing it once per object (``balanced_classes``) keeps every class within 25% of every other."""
-    old = _class_counts(make_detection_data(200, seed=5)[1])
-    _, targets = make_detection_data(200, seed=5, balanced_classes=True)
+    """Re-drawing the class on each failed placement (``balanced_classes=False``, the first round's data) favours
+    the small circles; drawing it once per object (the default) keeps every class within 25% of every other."""
+    old = _class_counts(make_detection_data(200, seed=5, balanced_classes=False)[1])
+    _, targets = make_detection_data(200, seed=5)
     new = _class_counts(targets)
+    assert (new == _class_counts(make_detection_data(200, seed=5, balanced_classes=True)[1])).all()
     assert old[0] > 1.5 * old[2]                                # circles far more common than triangles
     assert new.max() <= 1.25 * new.min(), new
     for t in targets:                                           # sizes stay tied to class
@@ -82,10 +83,10 @@ def test_balanced_classes_have_about_equal_counts():
     assert any_size.max() <= 1.25 * any_size.min(), any_size
 
 
-def test_default_stream_is_the_first_rounds():
-    """The default data are those every committed detector was trained on: labels and boxes of seed 7 as the first
-    round's generator drew them (integers, so the same on every CPU)."""
-    _, targets = make_detection_data(3, seed=7)
+def test_first_round_stream_is_kept():
+    """``balanced_classes=False`` draws the first round's data: labels and boxes of seed 7 as the first round's
+    generator drew them (integers, so the same on every CPU)."""
+    _, targets = make_detection_data(3, seed=7, balanced_classes=False)
     assert [t["labels"].tolist() for t in targets] == [[1, 0], [0, 2, 0], [0, 2]]
     assert [t["boxes"].int().tolist() for t in targets] == [
         [[92, 107, 172, 186], [122, 13, 142, 33]],

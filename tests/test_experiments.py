@@ -48,6 +48,22 @@ def test_run_detectors_records_pairs_and_decode_arms(tmp_path):
         split_seed("train")
 
 
+def test_run_detectors_validates_other_seeds_at_quarters(tmp_path):
+    """With ``validate_seeds=1`` seed 0 draws the curve (every ``eval_every`` steps) and seed 1 is validated at each
+    quarter of the schedule, so the plateau verdict counts both seeds."""
+    cfg = dataclasses.replace(SMOKE.det_ablation, steps=4, eval_every=1, n_val=4)
+    runs = run_detectors(cfg, {"baseline": {}}, 2, run_dir=tmp_path, n_eval=4, validate=True, validate_seeds=1,
+                         precision="fp32", progress=False)
+    dense, quarters = runs.histories["baseline"]
+    assert [e["step"] for e in dense.evals] == [1, 2, 3, 4] and [e["step"] for e in quarters.evals] == [1, 2, 3, 4]
+    cfg8 = dataclasses.replace(cfg, steps=8)
+    runs = run_detectors(cfg8, {"baseline": {}}, 2, run_dir=tmp_path, n_eval=4, validate=True, validate_seeds=1,
+                         precision="fp32", progress=False)
+    dense, quarters = runs.histories["baseline"]
+    assert len(dense.evals) == 8 and [e["step"] for e in quarters.evals] == [2, 4, 6, 8]
+    assert "validated seeds" not in runs.to_json()["baseline"]["plateau"]["criterion"]     # both seeds count
+
+
 def _fake_outputs(n=4, seed=0):
     """Raw detector outputs ``(P1, P2, P3)`` of an untrained-looking head: random logits, objectness high enough
     that many boxes of every head pass the seed's 0.5 cut."""
@@ -97,6 +113,12 @@ def test_same_config_accepts_fields_added_at_their_default():
     assert not same_config({**stored, "lr": 1.0}, DetectorConfig())
     assert not same_config({**stored, "unknown": 1}, DetectorConfig())
     assert not same_config(None, DetectorConfig())
+    # a field whose default changed after it was added: missing means the behaviour before it existed, not today's
+    # default (runs on the first round's data are not runs on balanced data)
+    pre = {k: v for k, v in stored.items() if k != "balanced_classes"}
+    assert DetectorConfig().balanced_classes is True
+    assert same_config(pre, DetectorConfig(balanced_classes=False))
+    assert not same_config(pre, DetectorConfig())
 
 
 def test_keypoint_subsets_scored_apart():

@@ -141,3 +141,14 @@ def test_setting_names_the_options_an_arm_turns_on():
     assert recipe._setting(cfg, "regression") == "20 steps x batch 4, lr 0.001, warm-up 50, EMA 0, CoordConv"
     assert recipe._setting(cfg, "heatmap") == "10 steps x batch 4, lr 0.001, warm-up 50, EMA 0"
     assert recipe._setting(replace(cfg, ohkm=2), "heatmap").endswith("EMA 0, OHKM 2")
+
+
+def test_a_detector_study_on_the_arms_config():
+    """The ``arms`` task trains notebook 03's detector (``det_ablation``), not a keypoint model: its configs are
+    detector configs, its steps are the detector's, its checkpoints hold the detector class."""
+    base = recipe.base_config("arms", "cpu")
+    assert type(base).__name__ == "DetectorConfig" and base.width == 0.5 and base.balanced_classes
+    cfg = recipe.arm_config("arms", "width 1.0, batch 8, 800 steps", base)
+    assert (cfg.width, cfg.batch_size, cfg.steps) == (1.0, 8, 800)
+    assert recipe._steps(cfg, "arms") == 800 and recipe._model_class("arms") == recipe._model_class("detector")
+    assert recipe._setting(cfg, "arms").startswith("800 steps x batch 8, lr 0.002")

@@ -56,6 +56,18 @@ def test_paired_difference_pairs_seed_with_seed():
     assert cell.startswith("+0.020 [") and cell.endswith("$^*$")
 
 
+def test_paired_difference_per_class_when_named():
+    """A named dict-valued metric is paired key by key (seed with seed); unnamed, only scalars are paired."""
+    base, arm = _rec([0.5, 0.6, 0.7]), _rec([0.56, 0.62, 0.74])  # ap.circle = map / 2: +0.03, +0.01, +0.02
+    assert set(arm.paired(base)) == {"map"}
+    d = arm.paired(base, metrics=["map", "ap"])
+    assert d["map"]["mean"] == pytest.approx(0.04)
+    assert d["ap"]["circle"]["mean"] == pytest.approx(0.02) and d["ap"]["circle"]["n"] == 3
+    assert d["ap"]["circle"]["ci95"] == pytest.approx(list(mean_ci([0.03, 0.01, 0.02])[2]))
+    cell = diff_cell(arm.with_baseline(base, metrics=["ap"]).to_json(), "ap", "circle")
+    assert cell.startswith("+0.020 [") and diff_cell(arm.with_baseline(base).to_json(), "ap", "circle") == ""
+
+
 def test_record_validates_its_input():
     with pytest.raises(ValueError, match="2 seeds"):
         Record([0, 1], [{"map": 0.1}], [1.0, 1.0], [1, 1])
