@@ -138,7 +138,8 @@ def load_detector(path) -> tuple[det.MultiScaleDetector, DetectorConfig]:
     """A detector rebuilt from a checkpoint's stored config, with its weights (``weights_only`` load).
 
     The checkpoint's ``"config"`` (JSON lists) becomes a :class:`~hwlib.config.DetectorConfig` (tuples:
-    ``anchors`` a tuple of three tuples; keys absent from an older checkpoint take the defaults);
+    ``anchors`` a tuple of three tuples; keys absent from an older checkpoint take the behaviour of the code that
+    wrote it, :func:`hwlib.evaluate.config_from_checkpoint`);
     weights stored in bf16 (the ``models/`` zoo) are cast to the float32 model.
 
     Returns:

@@ -105,7 +105,7 @@ RECIPES: dict = {
         "arms": {
             "first-round arm setting (width 0.5)": {},
             "width 0.5, batch 8, 1000 steps": {"n_train": 6000, "batch_size": 8, "steps": 1000, "lr": 2e-3,
-                                               "warmup_steps": 40, "eval_every": 100},
+                                               "warmup_steps": 40, "eval_every": 50},
             "width 1.0, batch 8, 800 steps": {"width": 1.0, "n_train": 6000, "batch_size": 8, "steps": 800,
                                               "lr": 2e-3, "warmup_steps": 40, "eval_every": 100},
         },

@@ -140,7 +140,8 @@ def test_detector_predictions_file_rescored_independently(ckpts, tmp_path, capsy
     metrics = json.loads(out_json.read_text())
     saved = torch.load(out_pt, weights_only=True)
     # the right images: the generator's own targets at that seed and the config's size mode
-    _, targets = make_detection_data(N_DET, seed=SEED, size_mode=DET_CFG.size_mode)
+    _, targets = make_detection_data(N_DET, seed=SEED, size_mode=DET_CFG.size_mode,
+                                     balanced_classes=DET_CFG.balanced_classes)
     assert len(saved["predictions"]) == len(saved["targets"]) == N_DET
     for t, s in zip(targets, saved["targets"]):
         assert torch.equal(t["boxes"], s["boxes"]) and torch.equal(t["labels"], s["labels"])
@@ -347,3 +348,18 @@ def test_a_coordconv_regression_checkpoint_loads_as_one(tmp_path):
     x = torch.rand(2, 1, 128, 128)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), ref.eval()(x))
+
+
+def test_a_config_written_before_a_field_existed_keeps_its_meaning():
+    """A checkpoint whose config lacks ``balanced_classes`` was trained on the first round's data: it is rebuilt with
+    ``balanced_classes=False`` (and so evaluated on such data), not with today's default; a stored value wins."""
+    from hwlib.evaluate import config_from_checkpoint
+    from hwlib.report import to_jsonable
+
+    stored = to_jsonable(dataclasses.asdict(DET_CFG))
+    old = {k: v for k, v in stored.items() if k != "balanced_classes"}
+    assert DET_CFG.balanced_classes is True
+    assert config_from_checkpoint("x.pt", {"config": old}, type(DET_CFG)).balanced_classes is False
+    assert config_from_checkpoint("x.pt", {"config": stored}, type(DET_CFG)) == DET_CFG
+    kp = to_jsonable(dataclasses.asdict(KP_CFG))
+    assert config_from_checkpoint("k.pt", {"config": kp}, type(KP_CFG)) == KP_CFG    # keypoint configs: no such field

@@ -152,3 +152,10 @@ def test_a_detector_study_on_the_arms_config():
     assert (cfg.width, cfg.batch_size, cfg.steps) == (1.0, 8, 800)
     assert recipe._steps(cfg, "arms") == 800 and recipe._model_class("arms") == recipe._model_class("detector")
     assert recipe._setting(cfg, "arms").startswith("800 steps x batch 8, lr 0.002")
+
+
+def test_the_detector_study_keeps_the_data_and_batch_it_began_with():
+    """The detector recipe runs were trained at batch 16 on the first round's data; the profile has moved on (batch 8,
+    balanced classes), and the study's base pins what its runs used so that they stay valid."""
+    base = recipe.base_config("detector", "cpu")
+    assert (base.batch_size, base.balanced_classes, base.steps) == (16, False, 200)
