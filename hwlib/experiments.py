@@ -598,8 +598,7 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         runs, secs, hists, ss = [], [], [], _seeds_of(seeds, name)
         decoded = {d: [] for d in mine}
         for s in ss:
-            dense = validate_seeds is None or ss.index(s) < validate_seeds
-            run_cfg = cfg if dense or not validate else quarter_validation(cfg, cfg.steps)
+            run_cfg = _validated(cfg, cfg.steps, ss.index(s), validate, validate_seeds)
             model, hist = train_detector(run_cfg, seed=s, run_dir=run_dir, name=f"{prefix}{name}_s{s}", device=device,
                                          precision=precision, progress=progress, validate=validate)
             preds, outputs = predict_detector(model, images, cfg, device=device, precision=precision, raw=True)
@@ -629,6 +628,13 @@ def quarter_validation(cfg, steps: int):
     return dataclasses.replace(cfg, eval_every=max(1, steps // 4))
 
 
+def _validated(cfg, steps: int, index: int, validate: bool, validate_seeds: int | None):
+    """The config the ``index``-th seed trains with: ``cfg`` (validated every ``eval_every`` steps: the curves) for
+    the first ``validate_seeds`` seeds (default all) or without validation, else :func:`quarter_validation`."""
+    dense = validate_seeds is None or index < validate_seeds
+    return cfg if dense or not validate else quarter_validation(cfg, steps)
+
+
 def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None, prefix: str = "",
                          split: str = "test", n_eval: int | None = None, validate: bool = True,
                          validate_seeds: int | None = None,
@@ -652,8 +658,7 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
     for method in methods:
         runs, secs, hists, ss = [], [], [], list(range(seeds))
         for s in ss:
-            dense = validate_seeds is None or s < validate_seeds
-            run_cfg = cfg if dense or not validate else quarter_validation(cfg, cfg.steps_of(method))
+            run_cfg = _validated(cfg, cfg.steps_of(method), s, validate, validate_seeds)
             model, hist = train_keypoint_model(method, run_cfg, seed=s, run_dir=run_dir,
                                                name=f"{prefix}{method}_s{s}", device=device, precision=precision,
                                                progress=progress, validate=validate)
