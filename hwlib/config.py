@@ -61,6 +61,14 @@ SEED_RESULTS = {
 BEFORE_FIELD_EXISTED = {"balanced_classes": False}
 
 
+def before_field_existed(cls) -> dict:
+    """``{field: value}`` of the fields of dataclass ``cls`` whose default has changed since they were added: what a
+    stored config without that field means (:data:`BEFORE_FIELD_EXISTED`); every other missing field means its
+    default. The one reading of that table, for :func:`hwlib.experiments.same_config` and
+    :func:`hwlib.evaluate.config_from_checkpoint`."""
+    return {f.name: BEFORE_FIELD_EXISTED[f.name] for f in dataclasses.fields(cls) if f.name in BEFORE_FIELD_EXISTED}
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """One detector training run: network, data, schedule, assignment and decoding."""

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from .config import BEFORE_FIELD_EXISTED, CLASS_NAMES, KEYPOINT_NAMES, SPLIT_SEEDS, DetectorConfig, KeypointConfig
+from .config import CLASS_NAMES, KEYPOINT_NAMES, SPLIT_SEEDS, DetectorConfig, KeypointConfig, before_field_existed
 from .report import atomic_write_bytes, atomic_write_text, to_jsonable
 from .train import CheckpointError, load_checkpoint
 
@@ -80,9 +80,8 @@ def config_from_checkpoint(path, payload: dict, cls):
     if unknown:
         raise CheckpointError(f"checkpoint {path} has config keys unknown to {cls.__name__}: {', '.join(unknown)} "
                               f"(a config of another task, or of a newer hwlib)")
-    before = {k: v for k, v in BEFORE_FIELD_EXISTED.items() if k in names}
     try:
-        return cls(**{**before, **{k: _tuples(v) for k, v in cfg.items()}})
+        return cls(**{**before_field_existed(cls), **{k: _tuples(v) for k, v in cfg.items()}})
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} has a config that does not build a {cls.__name__} ({e})") from None
 

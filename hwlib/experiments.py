@@ -59,7 +59,7 @@ def same_config(stored: dict | None, cfg, ignore=frozenset()) -> bool:
     the field's default, or its entry in :data:`hwlib.config.BEFORE_FIELD_EXISTED` where the default has changed
     since (so adding an option does not orphan every finished run). Fields in ``ignore`` (those the run's training
     does not read, :meth:`~hwlib.config.KeypointConfig.unread_by`) are not compared."""
-    from .config import BEFORE_FIELD_EXISTED
+    from .config import before_field_existed
     from .report import to_jsonable
 
     if not isinstance(stored, dict):
@@ -67,7 +67,7 @@ def same_config(stored: dict | None, cfg, ignore=frozenset()) -> bool:
     now = to_jsonable(dataclasses.asdict(cfg))
     if set(stored) - set(now):
         return False
-    defaults = {f.name: BEFORE_FIELD_EXISTED.get(f.name, f.default) for f in dataclasses.fields(cfg)}
+    defaults = {**{f.name: f.default for f in dataclasses.fields(cfg)}, **before_field_existed(type(cfg))}
     return all(stored[k] == v if k in stored else v == to_jsonable(defaults.get(k, dataclasses.MISSING))
                for k, v in now.items() if k not in ignore)
 

@@ -76,6 +76,19 @@ RECIPES: dict = {
             "batch 8, 400 steps": {"batch_size": 8, "steps": 400, "eval_every": 40},
             "batch 8, 400 steps, lr 4e-3": {"batch_size": 8, "steps": 400, "eval_every": 40, "lr": 4e-3,
                                             "vs": "batch 8, 400 steps"},
+            # warm-up, loss gains and assignment (#14), trained on a GPU where one is lent (--train, one process per
+            # run) and paired with a control of their own (the "batch 8, 400 steps" config again, a run of its own),
+            # so that no difference mixes the arm with the device
+            "batch 8, 400 steps (control)": {"batch_size": 8, "steps": 400, "eval_every": 40,
+                                             "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps, warm-up 10": {"batch_size": 8, "steps": 400, "eval_every": 40, "warmup_steps": 10,
+                                               "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps, box gain 0.1": {"batch_size": 8, "steps": 400, "eval_every": 40, "box_gain": 0.1,
+                                                 "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps, class gain 1.0": {"batch_size": 8, "steps": 400, "eval_every": 40, "cls_gain": 1.0,
+                                                   "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps, anchor_t 3": {"batch_size": 8, "steps": 400, "eval_every": 40, "anchor_t": 3.0,
+                                               "vs": "batch 8, 400 steps (control)"},
         },
     },
     "regression": {
@@ -94,6 +107,10 @@ RECIPES: dict = {
                                               "eval_every": 200, "vs": "batch 16, lr 1e-3, 4000 steps"},
             "batch 16, lr 1e-3, 16000 steps": {"batch_size": 16, "lr": 1e-3, "regression_steps": 16000,
                                                "eval_every": 500, "vs": "batch 16, lr 1e-3, 4000 steps"},
+            # a GPU step costs about as much at batch 64 as at 16 (it is launch-bound): the 16,000-step arm's
+            # 256,000 images in a quarter of the steps
+            "batch 64, lr 2e-3, 4000 steps": {"batch_size": 64, "lr": 2e-3, "regression_steps": 4000,
+                                              "eval_every": 200, "vs": "batch 16, lr 1e-3, 16000 steps"},
         },
     },
     # notebook 03's trained arms (det_ablation): which setting brings their baseline within 0.05 mAP of the seed-exact

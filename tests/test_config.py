@@ -49,3 +49,12 @@ def test_regression_has_its_own_steps_and_lr_only_when_set():
     own = KeypointConfig(steps=500, lr=4e-3, regression_steps=2000, regression_lr=1e-3)
     assert [own.steps_of(m) for m in ("heatmap", "regression", "integral")] == [500, 2000, 500]
     assert [own.lr_of(m) for m in ("heatmap", "regression", "integral")] == [4e-3, 1e-3, 4e-3]
+
+
+def test_before_field_existed_names_only_the_fields_of_the_config_asked_about():
+    """A detector config stored before ``balanced_classes`` existed means the first round's data; the keypoint config
+    has no such field, so nothing is added to it (config_from_checkpoint would fail on an unknown key)."""
+    from hwlib.config import DetectorConfig, KeypointConfig, before_field_existed
+
+    assert before_field_existed(DetectorConfig) == {"balanced_classes": False}
+    assert before_field_existed(KeypointConfig) == {}
