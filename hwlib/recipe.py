@@ -38,6 +38,9 @@ from pathlib import Path
 
 from .config import REPO_ROOT, load_profile
 
+# the detector study's batch-8 recipe: the 3,200 images of its base in twice the steps
+_BATCH_8 = {"batch_size": 8, "steps": 400, "eval_every": 40}
+
 # task -> metric, goal, model, base overrides of the profile's config (``config``: which, default the task's headline
 # config), arms
 RECIPES: dict = {
@@ -73,22 +76,16 @@ RECIPES: dict = {
         "arms": {
             "profile (lr 2e-3, batch 16)": {},
             "lr 4e-3": {"lr": 4e-3},
-            "batch 8, 400 steps": {"batch_size": 8, "steps": 400, "eval_every": 40},
-            "batch 8, 400 steps, lr 4e-3": {"batch_size": 8, "steps": 400, "eval_every": 40, "lr": 4e-3,
-                                            "vs": "batch 8, 400 steps"},
+            "batch 8, 400 steps": {**_BATCH_8},
+            "batch 8, 400 steps, lr 4e-3": {**_BATCH_8, "lr": 4e-3, "vs": "batch 8, 400 steps"},
             # warm-up, loss gains and assignment (#14), trained on a GPU where one is lent (--train, one process per
             # run) and paired with a control of their own (the "batch 8, 400 steps" config again, a run of its own),
             # so that no difference mixes the arm with the device
-            "batch 8, 400 steps (control)": {"batch_size": 8, "steps": 400, "eval_every": 40,
-                                             "vs": "batch 8, 400 steps (control)"},
-            "batch 8, 400 steps, warm-up 10": {"batch_size": 8, "steps": 400, "eval_every": 40, "warmup_steps": 10,
-                                               "vs": "batch 8, 400 steps (control)"},
-            "batch 8, 400 steps, box gain 0.1": {"batch_size": 8, "steps": 400, "eval_every": 40, "box_gain": 0.1,
-                                                 "vs": "batch 8, 400 steps (control)"},
-            "batch 8, 400 steps, class gain 1.0": {"batch_size": 8, "steps": 400, "eval_every": 40, "cls_gain": 1.0,
-                                                   "vs": "batch 8, 400 steps (control)"},
-            "batch 8, 400 steps, anchor_t 3": {"batch_size": 8, "steps": 400, "eval_every": 40, "anchor_t": 3.0,
-                                               "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps (control)": {**_BATCH_8, "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps, warm-up 10": {**_BATCH_8, "warmup_steps": 10, "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps, box gain 0.1": {**_BATCH_8, "box_gain": 0.1, "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps, class gain 1.0": {**_BATCH_8, "cls_gain": 1.0, "vs": "batch 8, 400 steps (control)"},
+            "batch 8, 400 steps, anchor_t 3": {**_BATCH_8, "anchor_t": 3.0, "vs": "batch 8, 400 steps (control)"},
         },
     },
     "regression": {
