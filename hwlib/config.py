@@ -131,6 +131,7 @@ class KeypointConfig:
     hard_fraction: float = 0.2         # share of hard poses (hands together / hands on torso)
     ohkm: int = 0                      # >0: only each image's this many hardest keypoints count in the loss (CPN)
     coord_channels: bool = False       # GAP+FC regression only: (x, y) coordinate channels on its input (CoordConv)
+    regression_loss: str = "l1"        # GAP+FC regression only: "l1" | "smooth_l1" | "wing" (hwlib.keypoints.KeypointLoss)
 
     def steps_of(self, method: str) -> int:
         """Optimizer steps of ``method``: ``regression_steps`` for GAP+FC regression when set, else ``steps``."""
@@ -142,11 +143,11 @@ class KeypointConfig:
 
     def unread_by(self, method: str) -> frozenset[str]:
         """Fields ``method``'s training does not read: ``steps`` / ``lr`` for GAP+FC regression where
-        ``regression_steps`` / ``regression_lr`` replace them, and those two and ``coord_channels`` for the other
-        methods. A change to one of them leaves ``method``'s finished runs valid
+        ``regression_steps`` / ``regression_lr`` replace them, and those two, ``coord_channels`` and
+        ``regression_loss`` for the other methods. A change to one of them leaves ``method``'s finished runs valid
         (:func:`hwlib.experiments.same_config`)."""
         if method != "regression":
-            return frozenset({"regression_steps", "regression_lr", "coord_channels"})
+            return frozenset({"regression_steps", "regression_lr", "coord_channels", "regression_loss"})
         return frozenset(k for k, own in (("steps", self.regression_steps), ("lr", self.regression_lr)) if own)
 
 
@@ -301,6 +302,8 @@ def _check(p: Profile) -> None:
             raise ValueError(f"{label}.heatmap_loss must be 'ce' or 'mse', got {cfg.heatmap_loss!r}")
         if cfg.heatmap_size not in (32, 64, 128):
             raise ValueError(f"{label}.heatmap_size must be 32, 64 or 128, got {cfg.heatmap_size}")
+        if cfg.regression_loss not in ("l1", "smooth_l1", "wing"):
+            raise ValueError(f"{label}.regression_loss must be 'l1', 'smooth_l1' or 'wing', got {cfg.regression_loss!r}")
     if p.precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {p.precision!r}")
 

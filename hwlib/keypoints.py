@@ -184,6 +184,34 @@ def decode_heatmaps(heatmaps: torch.Tensor, image_size: int = 128, method: str =
 
 
 HEATMAP_LOSSES = ("ce", "mse")
+# losses of GAP+FC regression on coordinates (KeypointLoss); integral regression always trains with L1
+REGRESSION_LOSSES = ("l1", "smooth_l1", "wing")
+# wing loss (Feng et al. 2018, their 2-D landmark setting): log-shaped below WING_W pixels, with curvature WING_EPS;
+# smooth L1 is quadratic below SMOOTH_L1_BETA pixels
+WING_W, WING_EPS, SMOOTH_L1_BETA = 10.0, 2.0, 1.0
+
+
+def coordinate_loss(err: torch.Tensor, kind: str = "l1", scale: float = 1.0) -> torch.Tensor:
+    """Elementwise loss of coordinate errors ``err`` (any shape, in the units of ``1 / scale`` pixels: keypoints
+    normalized by the image side ``S`` give ``scale = S``), in those same units, so that every kind has slope 1
+    (L1's) for large errors:
+
+    - ``"l1"``: ``|e|``;
+    - ``"smooth_l1"``: ``e^2 / (2 b)`` below ``b = SMOOTH_L1_BETA`` px, ``|e| - b / 2`` above;
+    - ``"wing"``: ``w ln(1 + |e| / eps)`` below ``w = WING_W`` px, ``|e| - C`` above, ``C = w - w ln(1 + w / eps)``
+      (continuous at ``w``); its slope at 0 is ``w / eps = 5`` times L1's, so small errors keep pulling.
+    """
+    a = err.abs()
+    if kind == "l1":
+        return a
+    if kind == "smooth_l1":
+        b = SMOOTH_L1_BETA / scale
+        return torch.where(a < b, 0.5 * a * a / b, a - 0.5 * b)
+    if kind == "wing":
+        w, eps = WING_W / scale, WING_EPS / scale
+        c = w - w * math.log1p(w / eps)
+        return torch.where(a < w, w * torch.log1p(a / eps), a - c)
+    raise ValueError(f"regression loss must be one of {REGRESSION_LOSSES}, got {kind!r}")
 
 
 class HeatmapCodec:
@@ -461,7 +489,8 @@ class KeypointLoss:
       :func:`codec_for` (which applies the softmax), not with :func:`decode_heatmaps` directly.
     - heatmap, ``"mse"`` (the seed's loss): mean squared error between ``out`` and the peak-1 Gaussian.
     - regression and integral: L1 between ``out`` ``Tensor[B, K, 2]`` and the keypoints normalized to
-      [0, 1] (``keypoints / S``).
+      [0, 1] (``keypoints / S``); GAP+FC regression with ``cfg.regression_loss`` ``"smooth_l1"`` or ``"wing"``
+      uses that :func:`coordinate_loss` instead (summed over x and y like L1, averaged the same way).
 
     With ``cfg.ohkm = m > 0`` (online hard keypoint mining, as in CPN) only the ``m`` keypoints of each image
     with the largest loss count: the loss is the mean over ``B * m`` instead of ``B * K``.
@@ -472,6 +501,9 @@ class KeypointLoss:
     def __init__(self, method: str, cfg):
         self.method, self.codec = method, codec_for(method, cfg)
         self.heatmap_loss = getattr(cfg, "heatmap_loss", "mse")
+        self.coord_loss = getattr(cfg, "regression_loss", "l1") if method == "regression" else "l1"
+        if self.coord_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"regression_loss must be one of {REGRESSION_LOSSES}, got {self.coord_loss!r}")
         self.ohkm = int(getattr(cfg, "ohkm", 0))
 
     def per_keypoint(self, out, keypoints) -> torch.Tensor:
@@ -484,7 +516,7 @@ class KeypointLoss:
             return -(t * out.float().reshape(b, k, -1).log_softmax(-1)).sum(-1)
         if self.method == "heatmap":
             return (out.float() - target).pow(2).reshape(b, k, -1).mean(-1)
-        return (out.float() - target).abs().mean(-1)
+        return coordinate_loss(out.float() - target, self.coord_loss, self.codec.image_size).mean(-1)
 
     def __call__(self, out, keypoints):
         per = self.per_keypoint(out, keypoints)

@@ -1,3 +1,4 @@
+import math
 from dataclasses import replace
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from hwlib.keypoints import (HeatmapCodec, HeatmapNet, IntegralNet, KeypointLoss, RegressionCodec, RegressionNet,
                              build_keypoint_model, coordinate_channels, decode_heatmaps, encode_heatmaps,
                              heatmaps_as_targets, soft_argmax)
-from hwlib.config import KeypointConfig
+from hwlib.config import KeypointConfig, load_profile
 
 
 def _kps(n=100, seed=0, margin=16):
@@ -100,6 +101,39 @@ def test_losses():
         assert torch.isfinite(loss) and loss > 0
     perfect, _ = KeypointLoss("regression", cfg)(kp / 128, kp)
     assert perfect.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_coordinate_losses_hand_worked_in_pixels():
+    """Hand-worked at a 128-pixel image, errors in normalized units (px / 128), losses back in those units:
+    wing (w 10 px, eps 2 px): 1 px -> 10 ln 1.5 = 4.0547 px; 20 px -> 20 - (10 - 10 ln 6) = 27.9176 px (continuous
+    at 10 px: 10 ln 6 both sides); smooth L1 (beta 1 px): 0.5 px -> 0.125 px, 3 px -> 2.5 px; L1 is |e|."""
+    from hwlib.keypoints import coordinate_loss
+
+    px = torch.tensor([-1.0, 20.0, 0.5, 3.0, 10.0, 0.0])
+    wing = coordinate_loss(px / 128, "wing", 128.0) * 128
+    assert wing.tolist() == pytest.approx([10 * math.log(1.5), 20 - 10 + 10 * math.log(6), 10 * math.log(1.25),
+                                           10 * math.log(2.5), 10 * math.log(6), 0.0], abs=1e-4)
+    smooth = coordinate_loss(px / 128, "smooth_l1", 128.0) * 128
+    assert smooth.tolist() == pytest.approx([0.5, 19.5, 0.125, 2.5, 9.5, 0.0], abs=1e-4)
+    assert (coordinate_loss(px / 128, "l1", 128.0) * 128).tolist() == pytest.approx(px.abs().tolist(), abs=1e-4)
+    with pytest.raises(ValueError, match="regression loss"):
+        coordinate_loss(px, "l2")
+
+
+def test_regression_loss_option_reaches_gap_fc_regression_only():
+    """``regression_loss`` changes GAP+FC regression's loss (1 px off in x on every keypoint: wing's 4.05 px
+    against L1's 1, halved by the mean over x and y), not integral regression's."""
+    kp = _kps(2)
+    out = kp / 128
+    out[..., 0] += 1 / 128
+    cfg = KeypointConfig(regression_loss="wing")
+    wing, _ = KeypointLoss("regression", cfg)(out, kp)
+    assert wing.item() * 128 == pytest.approx(10 * math.log(1.5) / 2, abs=1e-3)
+    integral, _ = KeypointLoss("integral", cfg)(out, kp)
+    assert integral.item() * 128 == pytest.approx(0.5, abs=1e-4)
+    assert cfg.unread_by("heatmap") >= {"regression_loss"} and "regression_loss" not in cfg.unread_by("regression")
+    with pytest.raises(ValueError, match="regression_loss"):
+        load_profile("smoke", keypoint={"regression_loss": "l2"})
 
 
 def test_ohkm_keeps_each_images_hardest_keypoints():

@@ -36,6 +36,21 @@ def test_images_to_goal_is_the_first_validated_step_times_the_batch(tiny, tmp_pa
     assert again["base"].to_json()["per_seed"] == records["base"].to_json()["per_seed"]
 
 
+def test_seed_ids_train_those_seeds_streams_only(tiny, tmp_path):
+    """``seeds=[1]`` trains seed 1 alone (the stream of one headline seed) and records it as seed 1: its run is the
+    very run that ``seeds=2`` trains as its second seed, so the two studies share it."""
+    one, hists = recipe.run_recipe("heatmap", arms=["base"], seeds=[1], run_dir=tmp_path, profile="smoke",
+                                   progress=False)
+    r = one["base"].to_json()
+    assert r["seeds"] == [1] and len(r["per_seed"]["final"]) == 1 and len(hists["base"]) == 1
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["heatmap_base_s1.pt"]
+    both, _ = recipe.run_recipe("heatmap", arms=["base"], seeds=2, run_dir=tmp_path, profile="smoke", progress=False)
+    assert both["base"].to_json()["per_seed"]["final"][1] == r["per_seed"]["final"][0]
+    for bad in ([], [1, 1], [-1]):
+        with pytest.raises(ValueError, match="seeds must be"):
+            recipe.run_recipe("heatmap", arms=["base"], seeds=bad, run_dir=tmp_path, profile="smoke")
+
+
 def test_a_goal_never_reached_is_nan_and_the_table_says_so(tiny, tmp_path):
     records, _ = recipe.run_recipe("regression", seeds=1, run_dir=tmp_path, profile="smoke", progress=False)
     r = records["base"].to_json()
