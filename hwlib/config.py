@@ -38,6 +38,8 @@ def train_data_seed(task: str, seed: int) -> int:
         raise ValueError(f"task must be one of {tuple(TRAIN_SEED_OFFSET)}, got {task!r}")
     return TRAIN_SEED_OFFSET[task] + seed
 DETECTOR_HEADS = ("seed", "deep1x1", "deep1x1_wide", "deep", "dilated")   # S2/S3 head variants, see hwlib.detector
+HEATMAP_LOSSES = ("ce", "mse")                      # KeypointConfig.heatmap_loss, see hwlib.keypoints.KeypointLoss
+REGRESSION_LOSSES = ("l1", "smooth_l1", "wing")     # KeypointConfig.regression_loss, see hwlib.keypoints.coordinate_loss
 KEYPOINT_NAMES = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
 SEED_ANCHORS = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
 
@@ -298,12 +300,12 @@ def _check(p: Profile) -> None:
     if p.rf_aware_head not in ("deep", "dilated"):
         raise ValueError(f"rf_aware_head must be 'deep' or 'dilated', got {p.rf_aware_head!r}")
     for cfg, label in ((p.keypoint, "keypoint"), (p.kp_ablation, "kp_ablation")):
-        if cfg.heatmap_loss not in ("ce", "mse"):
-            raise ValueError(f"{label}.heatmap_loss must be 'ce' or 'mse', got {cfg.heatmap_loss!r}")
+        if cfg.heatmap_loss not in HEATMAP_LOSSES:
+            raise ValueError(f"{label}.heatmap_loss must be one of {HEATMAP_LOSSES}, got {cfg.heatmap_loss!r}")
         if cfg.heatmap_size not in (32, 64, 128):
             raise ValueError(f"{label}.heatmap_size must be 32, 64 or 128, got {cfg.heatmap_size}")
-        if cfg.regression_loss not in ("l1", "smooth_l1", "wing"):
-            raise ValueError(f"{label}.regression_loss must be 'l1', 'smooth_l1' or 'wing', got {cfg.regression_loss!r}")
+        if cfg.regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"{label}.regression_loss must be one of {REGRESSION_LOSSES}, got {cfg.regression_loss!r}")
     if p.precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {p.precision!r}")
 

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .boxes import check_tensor
+from .config import HEATMAP_LOSSES, REGRESSION_LOSSES
 from .layers import conv_bn_relu as _conv_bn, init_weights
 
 IMAGE_SIZE = 128
@@ -183,11 +184,9 @@ def decode_heatmaps(heatmaps: torch.Tensor, image_size: int = 128, method: str =
     return torch.stack([(px + 0.5) * image_size / w, (py + 0.5) * image_size / h], -1)
 
 
-HEATMAP_LOSSES = ("ce", "mse")
-# losses of GAP+FC regression on coordinates (KeypointLoss); integral regression always trains with L1
-REGRESSION_LOSSES = ("l1", "smooth_l1", "wing")
-# wing loss (Feng et al. 2018, their 2-D landmark setting): log-shaped below WING_W pixels, with curvature WING_EPS;
-# smooth L1 is quadratic below SMOOTH_L1_BETA pixels
+# REGRESSION_LOSSES (hwlib.config): losses of GAP+FC regression on coordinates; integral regression always trains
+# with L1. Wing loss (Feng et al. 2018, their 2-D landmark setting): log-shaped below WING_W pixels, with curvature
+# WING_EPS; smooth L1 is quadratic below SMOOTH_L1_BETA pixels
 WING_W, WING_EPS, SMOOTH_L1_BETA = 10.0, 2.0, 1.0
 
 

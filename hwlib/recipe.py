@@ -136,7 +136,7 @@ RECIPES: dict = {
     # (0.75 * 3,200 steps is an evaluation), beside the headline schedule. The 1,600-step
     # arms are notebook 02's own runs, config for config (seed 0 validated every 200 steps, the other seeds at
     # quarters): their two JSON files copied from runs/cpu/02_<model>_s<seed>.* as runs/recipe/plateau_<arm>_s<seed>.*
-    # join the study without training. Every arm is its own control (one seed each: no interval to pair).
+    # join the study without training. Every arm is its own control (one or two seeds each: no interval to pair).
     "plateau": {
         "metric": "map_standard", "goal": 0.85, "model": "seed_exact",
         "base": {},
@@ -144,8 +144,8 @@ RECIPES: dict = {
             "seed-exact, 1600 steps": {"vs": "seed-exact, 1600 steps"},
             "seed-exact, 3200 steps": {"steps": 3200, "vs": "seed-exact, 3200 steps"},
             "rf-aware, 1600 steps": {"head": "dilated", "eval_every": 400, "vs": "rf-aware, 1600 steps"},
-            # validated at quarters, as notebook 02 validates its seeds after the first: run with --seed-ids 2 (the
-            # slow seed), it is the run notebook 02 would train at 3,200 steps
+            # validated at quarters, as notebook 02 validates its seeds after the first: run with --seed-ids 1 2 (2 is
+            # the slow seed), these are the runs notebook 02 would train at 3,200 steps
             "rf-aware, 3200 steps": {"steps": 3200, "head": "dilated", "eval_every": 800, "vs": "rf-aware, 3200 steps"},
         },
     },
@@ -297,10 +297,11 @@ def _setting(cfg, task) -> str:
     out = f"{_steps(cfg, task)} steps x batch {cfg.batch_size}, lr {lr:g}, warm-up {cfg.warmup_steps}"
     if _detects(task):
         return out + (f", {cfg.head} heads" if cfg.head != "seed" else "")
-    return (out + f", EMA {cfg.ema:g}" + (f", OHKM {cfg.ohkm}" if cfg.ohkm else "")
-            + (", CoordConv" if cfg.coord_channels and RECIPES[task]["model"] == "regression" else "")
-            + (f", {cfg.regression_loss} loss" if cfg.regression_loss != "l1" and RECIPES[task]["model"] == "regression"
-               else ""))
+    out += f", EMA {cfg.ema:g}" + (f", OHKM {cfg.ohkm}" if cfg.ohkm else "")
+    if RECIPES[task]["model"] == "regression":
+        out += (", CoordConv" if cfg.coord_channels else "") + (
+            f", {cfg.regression_loss} loss" if cfg.regression_loss != "l1" else "")
+    return out
 
 
 def _slug(name: str) -> str:
