@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     if world > 1:
         import torch.distributed as dist
 
+        dist.barrier()               # no rank tears gloo down while rank 0 still writes (a rank aborted at exit once)
         dist.destroy_process_group()
     return 0
 
