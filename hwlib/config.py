@@ -40,6 +40,9 @@ def train_data_seed(task: str, seed: int) -> int:
 DETECTOR_HEADS = ("seed", "deep1x1", "deep1x1_wide", "deep", "dilated")   # S2/S3 head variants, see hwlib.detector
 HEATMAP_LOSSES = ("ce", "mse")                      # KeypointConfig.heatmap_loss, see hwlib.keypoints.KeypointLoss
 REGRESSION_LOSSES = ("l1", "smooth_l1", "wing")     # KeypointConfig.regression_loss, see hwlib.keypoints.coordinate_loss
+OPTIMIZERS = ("adamw", "sgd")                       # <Config>.optimizer, see hwlib.train.make_optimizer
+# <Config>.schedule: the decay after warm-up, see hwlib.train.lr_at ("range": the sweep of a learning-rate range test)
+SCHEDULES = ("cosine", "linear", "range")
 KEYPOINT_NAMES = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
 SEED_ANCHORS = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
 
@@ -82,10 +85,13 @@ class DetectorConfig:
     n_val: int = 500                   # validation images (a different seed)
     steps: int = 400                   # optimizer steps
     batch_size: int = 16
-    lr: float = 2e-3                   # AdamW peak learning rate
+    lr: float = 2e-3                   # peak learning rate
     weight_decay: float = 5e-4
     warmup_steps: int = 50
     grad_clip: float = 10.0            # gradient-norm clip of every step
+    optimizer: str = "adamw"           # "adamw" | "sgd" (Nesterov momentum 0.937), see hwlib.train.make_optimizer
+    schedule: str = "cosine"           # "cosine" | "linear": decay to 1% of lr after warm-up, see hwlib.train.lr_at
+    ema: float = 0.0                   # decay of an exponential moving average of the weights (0: off)
     anchor_t: float = 4.0              # a GT matches an anchor when max side ratio < anchor_t
     neighbour_cells: bool = True       # also assign the two nearest neighbouring cells (YOLOv5)
     assignment: str = "ratio"          # "ratio" (YOLOv5, every anchor within anchor_t) | "best_anchor" (YOLOv3)
@@ -128,6 +134,8 @@ class KeypointConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     grad_clip: float = 10.0            # gradient-norm clip of every step
+    optimizer: str = "adamw"           # "adamw" | "sgd" (Nesterov momentum 0.937), see hwlib.train.make_optimizer
+    schedule: str = "cosine"           # "cosine" | "linear": decay to 1% of lr after warm-up, see hwlib.train.lr_at
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: off)
     eval_every: int = 0
     hard_fraction: float = 0.2         # share of hard poses (hands together / hands on torso)
@@ -306,6 +314,12 @@ def _check(p: Profile) -> None:
             raise ValueError(f"{label}.heatmap_size must be 32, 64 or 128, got {cfg.heatmap_size}")
         if cfg.regression_loss not in REGRESSION_LOSSES:
             raise ValueError(f"{label}.regression_loss must be one of {REGRESSION_LOSSES}, got {cfg.regression_loss!r}")
+    for cfg, label in ((p.detector, "detector"), (p.det_ablation, "det_ablation"), (p.keypoint, "keypoint"),
+                       (p.kp_ablation, "kp_ablation")):
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ValueError(f"{label}.optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+        if cfg.schedule not in SCHEDULES:
+            raise ValueError(f"{label}.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
     if p.precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {p.precision!r}")
 

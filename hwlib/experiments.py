@@ -280,7 +280,7 @@ def _train_detector(cfg, seed, ckpt, name, device, precision, progress, validate
                steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
                eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress,
-               grad_clip=cfg.grad_clip)
+               grad_clip=cfg.grad_clip, optimizer=cfg.optimizer, schedule=cfg.schedule, ema=cfg.ema)
     return model, hist
 
 
@@ -384,7 +384,7 @@ def _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precisio
                steps=steps, lr=cfg.lr_of(method), weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                seed=seed, device=device, precision=precision, evaluate=evaluate if validate else None,
                eval_every=cfg.eval_every, checkpoint=ckpt, config=cfg, desc=name, progress=progress, ema=cfg.ema,
-               grad_clip=cfg.grad_clip)
+               grad_clip=cfg.grad_clip, optimizer=cfg.optimizer, schedule=cfg.schedule)
     return model, hist
 
 

@@ -86,6 +86,18 @@ RECIPES: dict = {
             "batch 8, 400 steps, box gain 0.1": {**_BATCH_8, "box_gain": 0.1, "vs": "batch 8, 400 steps (control)"},
             "batch 8, 400 steps, class gain 1.0": {**_BATCH_8, "cls_gain": 1.0, "vs": "batch 8, 400 steps (control)"},
             "batch 8, 400 steps, anchor_t 3": {**_BATCH_8, "anchor_t": 3.0, "vs": "batch 8, 400 steps (control)"},
+            # optimizer, schedule and weight averaging (#14), on the CPU, paired with the CPU's batch-8 arm: YOLOv5's
+            # SGD with Nesterov momentum at its peak learning rate, a linear decay in place of the cosine, weight EMA
+            "batch 8, 400 steps, SGD lr 1e-2": {**_BATCH_8, "optimizer": "sgd", "lr": 1e-2, "vs": "batch 8, 400 steps"},
+            # SGD again at the rate of the lowest loss of its range test (--lr-range sgd: 2.9e-2), 1e-2 having failed
+            "batch 8, 400 steps, SGD lr 3e-2": {**_BATCH_8, "optimizer": "sgd", "lr": 3e-2, "vs": "batch 8, 400 steps"},
+            "batch 8, 400 steps, linear decay": {**_BATCH_8, "schedule": "linear", "vs": "batch 8, 400 steps"},
+            "batch 8, 400 steps, EMA 0.99": {**_BATCH_8, "ema": 0.99, "vs": "batch 8, 400 steps"},
+            # halving the batch again (more updates per image, as batch 16 -> 8 gave)
+            "batch 4, 800 steps": {"batch_size": 4, "steps": 800, "eval_every": 80, "vs": "batch 8, 400 steps"},
+            # do the two changes that helped at batch 8 add up? the box gain (GPU) on top of the linear decay (CPU)
+            "batch 8, 400 steps, linear decay, box gain 0.1": {**_BATCH_8, "schedule": "linear", "box_gain": 0.1,
+                                                               "vs": "batch 8, 400 steps, linear decay"},
         },
     },
     "regression": {
@@ -223,6 +235,92 @@ def run_recipe(task: str, arms=None, seeds=3, run_dir=None, profile: str = "cpu"
     return records, histories
 
 
+# learning-rate range tests (Smith 2017): the top of each optimizer's sweep (RANGE_DECADES decades below it to it)
+LR_RANGE_MAX = {"adamw": 0.1, "sgd": 1.0}
+
+
+def lr_range_test(task: str, optimizer: str = "adamw", steps: int = 100, seed: int = 0, lr_max: float | None = None,
+                  profile: str = "cpu", arm: str | None = None, smoothing: float = 0.9, diverge: float = 4.0,
+                  progress: bool = False) -> dict:
+    """A learning-rate range test (Smith 2017) of ``task``'s base config, or of ``arm``'s (its batch size and data),
+    with ``optimizer``: ``steps`` steps of its batch at a learning rate rising geometrically (:func:`hwlib.train.lr_at`,
+    schedule ``"range"``) up to ``lr_max`` (default :data:`LR_RANGE_MAX`), on the task's training stream for ``seed``,
+    no validation. Returns :func:`range_summary` of the run (``lr``, ``loss``, ``smoothed``, ``min_loss_lr``,
+    ``suggested_lr``, ``diverged_lr``) with ``batch_size``, ``steps`` and ``arm`` (``"base"`` without one). The
+    sweep's later steps train an already-changed model, so the curve ranks rates; it does not replace training."""
+    import tempfile
+
+    from .experiments import train_detector, train_keypoint_model
+    from .train import NonFiniteLossError, lr_at
+
+    top = LR_RANGE_MAX[optimizer] if lr_max is None else lr_max
+    start = arm_config(task, arm, base_config(task, profile)) if arm else base_config(task, profile)
+    cfg = dataclasses.replace(start, optimizer=optimizer, schedule="range", lr=top, ema=0.0, eval_every=0)
+    if RECIPES[task]["model"] == "regression":             # its own steps and rate give way to the sweep's
+        cfg = dataclasses.replace(cfg, regression_lr=0.0, regression_steps=0)
+    cfg = dataclasses.replace(cfg, steps=steps)
+    nonfinite = False
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            if _detects(task):
+                hist = train_detector(cfg, seed=seed, run_dir=tmp, name=f"lr_range_{task}_{optimizer}",
+                                      progress=progress, validate=False, reuse=False)[1]
+            else:
+                hist = train_keypoint_model(RECIPES[task]["model"], cfg, seed=seed, run_dir=tmp,
+                                            name=f"lr_range_{task}_{optimizer}", progress=progress, validate=False,
+                                            reuse=False)[1]
+        except NonFiniteLossError as e:
+            hist, nonfinite = e.history, True
+    lrs = [lr_at(s, steps, top, 0, "range") for s in hist.steps]
+    after = lr_at(len(hist.loss), steps, top, 0, "range") if nonfinite else None
+    return {**range_summary(lrs, hist.loss, smoothing, diverge, nonfinite_lr=after),
+            "batch_size": cfg.batch_size, "steps": steps, "arm": arm or "base"}
+
+
+def range_summary(lrs, losses, smoothing: float = 0.9, diverge: float = 4.0, nonfinite_lr: float | None = None) -> dict:
+    """The reading of a learning-rate range test (:func:`lr_range_test`) from its rates and losses (same length, rates
+    rising): ``smoothed`` (exponential average, bias-corrected), ``min_loss_lr`` (the rate at its lowest value before
+    divergence), ``suggested_lr`` (a tenth of that), ``diverged_lr`` (the first rate whose average exceeds
+    ``diverge`` x its running minimum; else ``nonfinite_lr``, the rate at which the loss became non-finite)."""
+    if not losses or len(lrs) != len(losses):
+        raise ValueError(f"need one loss per rate, got {len(lrs)} rates and {len(losses)} losses")
+    smoothed, avg, low, diverged = [], 0.0, math.inf, None
+    for i, (lr, loss) in enumerate(zip(lrs, losses)):
+        avg = smoothing * avg + (1 - smoothing) * loss
+        smoothed.append(avg / (1 - smoothing ** (i + 1)))
+        low = min(low, smoothed[-1])
+        if diverged is None and smoothed[-1] > diverge * low:
+            diverged = lr
+    diverged = nonfinite_lr if diverged is None else diverged
+    best = min((i for i, lr in enumerate(lrs) if diverged is None or lr < diverged), key=lambda i: smoothed[i])
+    return {"lr": list(lrs), "loss": list(losses), "smoothed": smoothed, "min_loss_lr": lrs[best],
+            "suggested_lr": lrs[best] / 10, "diverged_lr": diverged}
+
+
+def lr_range_figure(tests: dict, path=None):
+    """The smoothed training loss against the learning rate (log axis), one panel per task, one line per optimizer,
+    the suggested rate marked. ``tests``: ``{task: {optimizer: lr_range_test(...)}}``."""
+    from .plots import FULL_WIDTH, PALETTE, STYLE, _figure, _finish, plt
+
+    with plt.rc_context(STYLE):
+        fig, axes = _figure(FULL_WIDTH, 2.3, 1, len(tests))
+        for ax, (task, runs) in zip(axes.flat, tests.items()):
+            for i, (opt, t) in enumerate(runs.items()):
+                ax.plot(t["lr"], t["smoothed"], color=PALETTE[i % len(PALETTE)], lw=1.2,
+                        label=f"{opt} (suggested {t['suggested_lr']:.1e})")
+                ax.axvline(t["suggested_lr"], color=PALETTE[i % len(PALETTE)], ls=":", lw=1)
+            top = max(max(t["smoothed"][: max(1, len(t["smoothed"]) // 4)]) for t in runs.values())
+            ax.set_ylim(0, 1.5 * top)
+            ax.set_xscale("log")
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel("training loss (smoothed)")
+            first = next(iter(runs.values()))
+            ax.set_title(f"{task}: {first['arm']} (batch {first['batch_size']})")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="upper left", fontsize=6, frameon=True, framealpha=0.85)
+        return _finish(fig, path)
+
+
 def _run_path(task: str, arm: str, seed: int, run_dir=None) -> Path:
     """Checkpoint path of one run of the study: ``<run_dir>/<task>_<arm slug>_s<seed>.pt``."""
     return Path(run_dir or REPO_ROOT / "runs" / "recipe") / f"{task}_{_slug(arm)}_s{seed}.pt"
@@ -295,8 +393,10 @@ def _setting(cfg, task) -> str:
     and the keypoint options an arm turns on (``OHKM 2``, ``CoordConv``, a regression loss other than L1)."""
     lr = cfg.lr if _detects(task) else cfg.lr_of(RECIPES[task]["model"])
     out = f"{_steps(cfg, task)} steps x batch {cfg.batch_size}, lr {lr:g}, warm-up {cfg.warmup_steps}"
+    out += ", SGD-Nesterov" if cfg.optimizer == "sgd" else ""
+    out += f", {cfg.schedule} decay" if cfg.schedule != "cosine" else ""
     if _detects(task):
-        return out + (f", {cfg.head} heads" if cfg.head != "seed" else "")
+        return out + (f", {cfg.head} heads" if cfg.head != "seed" else "") + (f", EMA {cfg.ema:g}" if cfg.ema else "")
     out += f", EMA {cfg.ema:g}" + (f", OHKM {cfg.ohkm}" if cfg.ohkm else "")
     if RECIPES[task]["model"] == "regression":
         out += (", CoordConv" if cfg.coord_channels else "") + (
@@ -375,8 +475,15 @@ def main(argv=None) -> int:
     ap.add_argument("--train", metavar="ARM", help="only train this arm's seed --seed (no controls, nothing written but "
                     "the run's files): one process per run, to train runs in parallel (on a GPU)")
     ap.add_argument("--seed", type=int, default=0, help="with --train: the seed")
+    ap.add_argument("--lr-range", nargs="+", metavar="OPTIMIZER", choices=list(LR_RANGE_MAX),
+                    help="instead of training arms: a learning-rate range test with each optimizer of the task's base "
+                    "config, or of the first --arms arm's (recipe.json's lr_range, figures/recipe_lr_range.pdf)")
+    ap.add_argument("--range-steps", type=int, default=100, help="with --lr-range: the sweep's steps")
     args = ap.parse_args(argv)
     from .report import atomic_write_text, write_results, write_table
+
+    if args.lr_range:
+        return _main_lr_range(args)
 
     if args.train is not None:
         if args.train not in RECIPES[args.task]["arms"]:
@@ -419,6 +526,37 @@ def main(argv=None) -> int:
     for arm, r in records.items():
         j = r.to_json()
         print(f"  {arm:32s} images to {spec['goal']}: {j['per_seed']['images_to_goal']}  final {j['mean']['final']:.4f}")
+    return 0
+
+
+def _main_lr_range(args) -> int:
+    """``--lr-range``: run the tests, keep their scalars in recipe.json (``lr_range``) and their curves in
+    recipe_lr_range.json, and draw every task's tests (figures/recipe_lr_range.pdf)."""
+    from .report import atomic_write_text, write_results
+
+    if args.arms and (len(args.arms) > 1 or args.arms[0] not in RECIPES[args.task]["arms"]):
+        print(f"error: --lr-range takes one arm of {args.task}, got {args.arms}; valid: {list(RECIPES[args.task]['arms'])}",
+              file=sys.stderr)
+        return 2
+    p = load_profile(args.profile)
+    gen_dir = Path(args.out) if args.out else p.generated_dir
+    fig_dir = Path(args.out) if args.out else p.figures_dir
+    path, cpath = gen_dir / "recipe.json", gen_dir / "recipe_lr_range.json"
+    results = json.loads(path.read_text()) if path.exists() else {"profile": args.profile}
+    curves = json.loads(cpath.read_text()) if cpath.exists() else {}
+    for opt in args.lr_range:
+        t0 = time.time()
+        t = lr_range_test(args.task, opt, steps=args.range_steps, seed=args.seed, profile=args.profile,
+                          arm=args.arms[0] if args.arms else None)
+        curves.setdefault(args.task, {})[opt] = t
+        results.setdefault("lr_range", {}).setdefault(args.task, {})[opt] = {
+            k: t[k] for k in ("min_loss_lr", "suggested_lr", "diverged_lr", "batch_size", "steps", "arm")}
+        print(f"{args.task} / {opt}: lowest smoothed loss at lr {t['min_loss_lr']:.2e}, suggested {t['suggested_lr']:.2e}"
+              f", diverged at {t['diverged_lr'] if t['diverged_lr'] is None else format(t['diverged_lr'], '.2e')}"
+              f" ({time.time() - t0:.0f} s)")
+    atomic_write_text(cpath, json.dumps(curves) + "\n")
+    write_results(gen_dir, "recipe", results, prefix="Recipe")
+    lr_range_figure(curves, fig_dir / "recipe_lr_range.pdf")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The training loop shared by the detector and the keypoint models.
 
-AdamW, linear warm-up then cosine decay, bf16 autocast + channels_last on CPUs that support
+AdamW (or SGD with Nesterov momentum), linear warm-up then cosine (or linear) decay, bf16 autocast + channels_last on CPUs that support
 bf16 natively (AVX512-BF16 or AMX; fp32 elsewhere), tqdm progress with loss and images/s,
 periodic validation, a NaN/inf guard, and atomic checkpoints that carry their config. The same loop
 runs under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on GPUs); see :func:`fit`.
@@ -22,11 +22,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .config import OPTIMIZERS, SCHEDULES
 from .report import atomic_write_bytes, atomic_write_text, to_jsonable
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when the loss becomes NaN or inf; the last good checkpoint is kept."""
+    """Raised when the loss becomes NaN or inf; the last good checkpoint is kept, and ``history`` holds the run's log
+    up to the last finite step (a learning-rate range test reads it)."""
+
+    def __init__(self, message: str, history=None):
+        super().__init__(message)
+        self.history = history
 
 
 class CheckpointError(RuntimeError):
@@ -101,12 +107,33 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 1% of ``peak`` at ``total``."""
+RANGE_DECADES = 4       # a learning-rate range test sweeps from peak / 10**RANGE_DECADES up to peak
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, schedule: str = "cosine") -> float:
+    """Linear warm-up over ``warmup`` steps, then decay to 1% of ``peak`` at ``total``: ``"cosine"`` (half a cosine)
+    or ``"linear"`` (a straight line, as the one-cycle and linear-decay recipes of the speed-run literature).
+    ``"range"`` is no training schedule but the sweep of a learning-rate range test (Smith 2017): a geometric rise
+    from ``peak / 10**RANGE_DECADES`` at step 0 to ``peak`` at step ``total - 1``, no warm-up."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "range":
+        return peak * 10.0 ** (-RANGE_DECADES * (1 - step / max(1, total - 1)))
     if step < warmup:
         return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    t = min((step - warmup) / max(1, total - warmup), 1.0)
+    shape = 0.5 * (1 + math.cos(math.pi * t)) if schedule == "cosine" else 1.0 - t
+    return peak * (0.01 + 0.99 * shape)
+
+
+def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """``"adamw"``: AdamW (decoupled weight decay); ``"sgd"``: SGD with Nesterov momentum 0.937 and L2 weight decay,
+    YOLOv5's optimizer and momentum (its peak learning rate is an order of magnitude above AdamW's)."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.937, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -238,7 +265,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
         weight_decay: float, warmup_steps: int, seed: int = 0, device: str = "auto", precision: str = "auto",
         evaluate: Callable | None = None, eval_every: int = 0, checkpoint: str | Path | None = None,
         config=None, desc: str = "train", log_every: int = 1, progress: bool = True, ema: float = 0.0,
-        grad_clip: float = 10.0) -> History:
+        grad_clip: float = 10.0, optimizer: str = "adamw", schedule: str = "cosine") -> History:
     """Train ``model`` for ``steps`` optimizer steps.
 
     Args:
@@ -249,6 +276,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
             (model in eval mode, under no_grad, same precision).
         checkpoint: where to save (atomically) after each evaluation and at the end.
         grad_clip: the gradient norm is clipped to this before every optimizer step.
+        optimizer: ``"adamw"`` | ``"sgd"`` (:func:`make_optimizer`); ``lr`` is its peak learning rate.
+        schedule: ``"cosine"`` | ``"linear"``: the decay after warm-up (:func:`lr_at`).
         ema: decay of an exponential moving average of the weights (0: off). With it, evaluations and
             checkpoints use the averaged weights, and ``model`` holds them when training ends.
 
@@ -272,7 +301,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(core, device_ids=[dev.index] if dev.type == "cuda" else None)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    lr_at(0, steps, lr, warmup_steps, schedule)                       # an unknown schedule fails before any work
+    opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay)
     rng = np.random.default_rng(seed if world == 1 else [seed, rank])
     hist = History(precision=prec, world_size=world, device=device_name(dev))
     train_time, n_images = 0.0, 0
@@ -299,7 +329,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, warmup_steps)
+            g["lr"] = lr_at(step, steps, lr, warmup_steps, schedule)
         with autocast(dev, prec):
             out = model(x)
         loss, logs = loss_fn(out, targets)
@@ -307,7 +337,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, *, steps
             raise NonFiniteLossError(
                 f"{desc}: loss became {float(loss.detach())} at step {step}"
                 + (f" (rank {rank} of {world})" if world > 1 else "") + "; stopping"
-                + (f" (last good checkpoint kept at {checkpoint})" if checkpoint and Path(checkpoint).exists() else ""))
+                + (f" (last good checkpoint kept at {checkpoint})" if checkpoint and Path(checkpoint).exists() else ""),
+                history=hist)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -30,6 +30,10 @@ def test_nested_overrides_and_validation():
         load_profile("smoke", detector={"head": "wide"})
     with pytest.raises(ValueError, match="heatmap_size"):
         load_profile("smoke", keypoint={"heatmap_size": 48})
+    with pytest.raises(ValueError, match="detector.optimizer must be one of"):
+        load_profile("smoke", detector={"optimizer": "lion"})
+    with pytest.raises(ValueError, match="kp_ablation.schedule must be one of"):
+        load_profile("smoke", kp_ablation={"schedule": "step"})
 
 
 def test_output_folders():

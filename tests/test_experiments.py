@@ -261,3 +261,29 @@ def test_a_field_a_method_does_not_read_leaves_its_runs_valid(tmp_path, capsys):
     assert "loaded instead of retrained" in capsys.readouterr().out
     train_keypoint_model("heatmap", dataclasses.replace(cfg, lr=5e-3), **kw)
     assert "loaded instead of retrained" not in capsys.readouterr().out
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model", ["detector", "heatmap", "regression"])
+def test_the_training_options_of_a_config_reach_the_training_loop(model, monkeypatch, tmp_path):
+    """Optimizer, schedule and weight averaging are config fields; each training entry point hands them to ``fit``."""
+    import hwlib.experiments as ex
+
+    seen = {}
+
+    def fake_fit(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(ex, "fit", fake_fit)
+    opts = {"optimizer": "sgd", "schedule": "linear", "ema": 0.9}
+    with pytest.raises(_Stop):
+        if model == "detector":
+            ex.train_detector(dataclasses.replace(SMOKE.detector, **opts), run_dir=tmp_path, progress=False)
+        else:
+            ex.train_keypoint_model(model, dataclasses.replace(SMOKE.keypoint, **opts), run_dir=tmp_path,
+                                    progress=False)
+    assert {k: seen[k] for k in opts} == opts

@@ -174,3 +174,45 @@ def test_the_detector_study_keeps_the_data_and_batch_it_began_with():
     balanced classes), and the study's base pins what its runs used so that they stay valid."""
     base = recipe.base_config("detector", "cpu")
     assert (base.batch_size, base.balanced_classes, base.steps) == (16, False, 200)
+
+
+def test_range_schedule_rises_geometrically_to_the_peak():
+    from hwlib.train import RANGE_DECADES, lr_at
+
+    lrs = [lr_at(s, 9, 0.5, warmup=3, schedule="range") for s in range(9)]      # warm-up plays no part
+    assert lrs[0] == pytest.approx(0.5 * 10.0 ** -RANGE_DECADES) and lrs[-1] == pytest.approx(0.5)
+    assert all(b / a == pytest.approx(10.0 ** (RANGE_DECADES / 8)) for a, b in zip(lrs, lrs[1:]))
+
+
+def test_range_summary_by_hand():
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    r = recipe.range_summary(lrs, [4.0, 3.0, 2.0, 1.0, 5.0, 50.0], smoothing=0.0)   # no smoothing: the losses
+    assert r["smoothed"] == [4.0, 3.0, 2.0, 1.0, 5.0, 50.0]
+    assert r["min_loss_lr"] == 1e-1 and r["suggested_lr"] == pytest.approx(1e-2)
+    assert r["diverged_lr"] == 1.0                                    # 5 > 4 x the running minimum 1
+    # a later, lower loss after divergence does not count
+    r = recipe.range_summary(lrs, [4.0, 3.0, 2.0, 1.0, 5.0, 0.5], smoothing=0.0)
+    assert r["min_loss_lr"] == 1e-1 and r["diverged_lr"] == 1.0
+    # smoothing 0.5, bias-corrected: averages 0.5*2 = 1 and 0.5*1 + 0.5*4 = 2.5, divided by 1 - 0.5 and 1 - 0.25
+    r = recipe.range_summary([1.0, 2.0], [2.0, 4.0], smoothing=0.5)
+    assert r["smoothed"] == pytest.approx([2.0, 2.5 / 0.75])
+    assert recipe.range_summary([1.0, 2.0, 3.0], [3.0, 2.0, 2.5], smoothing=0.0, nonfinite_lr=4.0)["diverged_lr"] == 4.0
+    with pytest.raises(ValueError, match="one loss per rate"):
+        recipe.range_summary([1.0, 2.0], [1.0])
+
+
+def test_lr_range_test_runs_the_sweep_and_reads_it(tmp_path):
+    r = recipe.lr_range_test("detector", "sgd", steps=5, profile="smoke")
+    assert len(r["lr"]) == len(r["loss"]) == 5 and r["batch_size"] == recipe.base_config("detector", "smoke").batch_size
+    assert r["lr"][-1] == pytest.approx(recipe.LR_RANGE_MAX["sgd"]) and r["lr"] == sorted(r["lr"])
+    assert r["suggested_lr"] == pytest.approx(r["min_loss_lr"] / 10) and r["min_loss_lr"] in r["lr"]
+    assert recipe.main(["--task", "regression", "--lr-range", "adamw", "--range-steps", "4", "--profile", "smoke",
+                        "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "recipe_lr_range.pdf").exists() and (tmp_path / "recipe_lr_range.json").exists()
+    import json
+
+    stored = json.loads((tmp_path / "recipe.json").read_text())["lr_range"]["regression"]["adamw"]
+    assert stored["steps"] == 4 and stored["suggested_lr"] > 0 and "lr" not in stored     # the curve lives beside it
+    assert stored["arm"] == "base"
+    assert recipe.main(["--task", "detector", "--lr-range", "sgd", "--arms", "no such arm", "--profile", "smoke",
+                        "--out", str(tmp_path)]) == 2

@@ -5,8 +5,8 @@ import torch
 
 from hwlib.config import DetectorConfig
 from hwlib.keypoints import RegressionNet
-from hwlib.train import (CheckpointError, NonFiniteLossError, fit, load_checkpoint, lr_at, resolve_precision,
-                         save_checkpoint)
+from hwlib.train import (CheckpointError, NonFiniteLossError, fit, load_checkpoint, lr_at, make_optimizer,
+                         resolve_precision, save_checkpoint)
 
 
 def _tiny():
@@ -27,6 +27,50 @@ def test_schedule():
     assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)
     assert lr_at(99, 100, 1.0, 10) < 0.05
     assert all(lr_at(s, 100, 1.0, 10) >= lr_at(s + 1, 100, 1.0, 10) for s in range(10, 99))
+
+
+def test_linear_schedule_by_hand():
+    # warm-up as the cosine's, then a straight line from the peak to 1% of it over the remaining 90 steps
+    assert lr_at(0, 100, 1.0, 10, "linear") == pytest.approx(0.1)
+    assert lr_at(10, 100, 1.0, 10, "linear") == pytest.approx(1.0)
+    assert lr_at(55, 100, 1.0, 10, "linear") == pytest.approx(0.01 + 0.99 * 0.5)        # half-way: t = 45 / 90
+    assert lr_at(55, 100, 1.0, 10, "cosine") == pytest.approx(0.01 + 0.99 * 0.5)        # both pass the middle there
+    assert lr_at(32, 100, 1.0, 10, "linear") == pytest.approx(0.01 + 0.99 * (1 - 22 / 90))
+    assert lr_at(32, 100, 1.0, 10, "linear") < lr_at(32, 100, 1.0, 10, "cosine")        # the cosine holds high longer
+    assert lr_at(100, 100, 1.0, 10, "linear") == pytest.approx(0.01)
+    steps = [lr_at(s, 100, 1.0, 10, "linear") for s in range(10, 100)]
+    assert all(a - b == pytest.approx(0.99 / 90) for a, b in zip(steps, steps[1:]))    # a constant slope
+    with pytest.raises(ValueError, match="schedule"):
+        lr_at(0, 100, 1.0, 10, "step")
+
+
+def test_sgd_is_nesterov_with_yolov5_momentum_by_hand():
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = make_optimizer([w], "sgd", lr=0.1, weight_decay=0.0)
+    w.grad = torch.tensor([0.5, 1.0])
+    opt.step()           # first step: buffer b = g; Nesterov steps along g + momentum * b = 1.937 g
+    assert torch.allclose(w.detach(), torch.tensor([1.0 - 0.1 * 1.937 * 0.5, -2.0 - 0.1 * 1.937 * 1.0]))
+    w.grad = torch.tensor([0.5, 1.0])
+    opt.step()           # second: b = 0.937 b + g = 1.937 g; step g + 0.937 b
+    step2 = 0.1 * (1 + 0.937 * 1.937)
+    assert torch.allclose(w.detach(), torch.tensor([1.0 - 0.1 * 1.937 * 0.5 - step2 * 0.5,
+                                                    -2.0 - 0.1 * 1.937 - step2 * 1.0]))
+    assert isinstance(make_optimizer([w], "adamw", 0.1, 0.0), torch.optim.AdamW)
+    with pytest.raises(ValueError, match="optimizer"):
+        make_optimizer([w], "lion", 0.1, 0.0)
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("sgd", "cosine"), ("adamw", "linear")])
+def test_fit_trains_with_the_optimizer_and_schedule_asked_for(optimizer, schedule, monkeypatch):
+    import hwlib.train as train
+
+    seen, made = [], []
+    real_lr, real_opt = train.lr_at, train.make_optimizer
+    monkeypatch.setattr(train, "lr_at", lambda *a: seen.append(a[-1]) or real_lr(*a))
+    monkeypatch.setattr(train, "make_optimizer", lambda p, name, *a: made.append(name) or real_opt(p, name, *a))
+    hist = fit(_tiny(), _mse, _batches, steps=3, lr=1e-2, weight_decay=0.0, warmup_steps=1, precision="fp32",
+               progress=False, optimizer=optimizer, schedule=schedule)
+    assert made == [optimizer] and set(seen) == {schedule} and len(hist.loss) == 3
 
 
 def test_checkpoint_round_trip_and_config(tmp_path):
