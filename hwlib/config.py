@@ -41,8 +41,7 @@ DETECTOR_HEADS = ("seed", "deep1x1", "deep1x1_wide", "deep", "dilated")   # S2/S
 HEATMAP_LOSSES = ("ce", "mse")                      # KeypointConfig.heatmap_loss, see hwlib.keypoints.KeypointLoss
 REGRESSION_LOSSES = ("l1", "smooth_l1", "wing")     # KeypointConfig.regression_loss, see hwlib.keypoints.coordinate_loss
 OPTIMIZERS = ("adamw", "sgd")                       # <Config>.optimizer, see hwlib.train.make_optimizer
-# <Config>.schedule: the decay after warm-up, see hwlib.train.lr_at ("range": the sweep of a learning-rate range test)
-SCHEDULES = ("cosine", "linear", "range")
+SCHEDULES = ("cosine", "linear")                    # <Config>.schedule: the decay after warm-up, see hwlib.train.lr_at
 KEYPOINT_NAMES = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
 SEED_ANCHORS = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
 
@@ -130,7 +129,7 @@ class KeypointConfig:
     regression_steps: int = 0          # steps of the (cheaper) GAP+FC regression model; 0: same as steps
     batch_size: int = 32
     lr: float = 2e-3
-    regression_lr: float = 0.0         # AdamW peak learning rate of GAP+FC regression; 0: same as lr
+    regression_lr: float = 0.0         # peak learning rate of GAP+FC regression; 0: same as lr
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     grad_clip: float = 10.0            # gradient-norm clip of every step

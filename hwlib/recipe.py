@@ -38,6 +38,9 @@ from pathlib import Path
 
 from .config import REPO_ROOT, load_profile
 
+# the optimizer, decay and averaging every run of the study began with (AdamW, cosine, no EMA), pinned in the tasks'
+# bases so that their finished runs stay valid when the profile adopts another
+_TRAINING = {"optimizer": "adamw", "schedule": "cosine", "ema": 0.0}
 # the detector study's batch-8 recipe: the 3,200 images of its base in twice the steps
 _BATCH_8 = {"batch_size": 8, "steps": 400, "eval_every": 40}
 
@@ -48,7 +51,7 @@ RECIPES: dict = {
         "metric": "pck_0.05", "goal": 0.95, "model": "heatmap",
         # 6,400 images, the #14 goal's budget; batch and lr pinned to the profile's recipe when the study began
         "base": {"steps": 200, "eval_every": 10, "n_val": 500, "batch_size": 32, "lr": 4e-3,
-                 "regression_steps": 2000, "regression_lr": 0.0},
+                 "regression_steps": 2000, "regression_lr": 0.0, **_TRAINING},
         "arms": {
             "profile (lr 4e-3, batch 32)": {},
             "lr 8e-3": {"lr": 8e-3},
@@ -72,7 +75,8 @@ RECIPES: dict = {
     "detector": {
         "metric": "map_standard", "goal": 0.85, "model": "seed_exact",
         # 3,200 images, the #14 goal's budget; batch and data pinned to the profile's when the study began
-        "base": {"steps": 200, "eval_every": 20, "n_val": 250, "batch_size": 16, "balanced_classes": False},
+        "base": {"steps": 200, "eval_every": 20, "n_val": 250, "batch_size": 16, "balanced_classes": False, "lr": 2e-3,
+                 **_TRAINING},
         "arms": {
             "profile (lr 2e-3, batch 16)": {},
             "lr 4e-3": {"lr": 4e-3},
@@ -86,11 +90,14 @@ RECIPES: dict = {
             "batch 8, 400 steps, box gain 0.1": {**_BATCH_8, "box_gain": 0.1, "vs": "batch 8, 400 steps (control)"},
             "batch 8, 400 steps, class gain 1.0": {**_BATCH_8, "cls_gain": 1.0, "vs": "batch 8, 400 steps (control)"},
             "batch 8, 400 steps, anchor_t 3": {**_BATCH_8, "anchor_t": 3.0, "vs": "batch 8, 400 steps (control)"},
-            # optimizer, schedule and weight averaging (#14), on the CPU, paired with the CPU's batch-8 arm: YOLOv5's
-            # SGD with Nesterov momentum at its peak learning rate, a linear decay in place of the cosine, weight EMA
+            # optimizer, schedule and weight averaging (#14), on the CPU, paired with the CPU's batch-8 arm: SGD with
+            # YOLOv5's Nesterov momentum at YOLOv5's nominal lr0, a linear decay in place of the cosine, weight EMA
             "batch 8, 400 steps, SGD lr 1e-2": {**_BATCH_8, "optimizer": "sgd", "lr": 1e-2, "vs": "batch 8, 400 steps"},
-            # SGD again at the rate of the lowest loss of its range test (--lr-range sgd: 2.9e-2), 1e-2 having failed
+            # SGD again at the rate of the lowest loss of its range test (--lr-range sgd: 2.9e-2), 1e-2 having failed,
+            # and at YOLOv5's own rate per image: its lr0 0.01 on a loss summed over 64 images is ~0.01 x 8 on our
+            # batch-8 mean
             "batch 8, 400 steps, SGD lr 3e-2": {**_BATCH_8, "optimizer": "sgd", "lr": 3e-2, "vs": "batch 8, 400 steps"},
+            "batch 8, 400 steps, SGD lr 8e-2": {**_BATCH_8, "optimizer": "sgd", "lr": 8e-2, "vs": "batch 8, 400 steps"},
             "batch 8, 400 steps, linear decay": {**_BATCH_8, "schedule": "linear", "vs": "batch 8, 400 steps"},
             "batch 8, 400 steps, EMA 0.99": {**_BATCH_8, "ema": 0.99, "vs": "batch 8, 400 steps"},
             # halving the batch again (more updates per image, as batch 16 -> 8 gave)
@@ -103,7 +110,7 @@ RECIPES: dict = {
     "regression": {
         "metric": "pck_0.05", "goal": 0.8, "model": "regression",
         "base": {"regression_steps": 1000, "eval_every": 50, "n_val": 500, "batch_size": 32, "lr": 4e-3,
-                 "regression_lr": 0.0, "steps": 500},
+                 "regression_lr": 0.0, "steps": 500, **_TRAINING},
         "arms": {
             "profile (lr 4e-3)": {},
             "lr 1e-3": {"lr": 1e-3},
@@ -131,7 +138,7 @@ RECIPES: dict = {
     "arms": {
         "metric": "map_standard", "goal": 0.85, "model": "seed_exact", "config": "det_ablation",
         "base": {"width": 0.5, "n_train": 3200, "n_val": 250, "steps": 160, "batch_size": 16, "lr": 3e-3,
-                 "warmup_steps": 25, "eval_every": 20, "balanced_classes": True},
+                 "warmup_steps": 25, "eval_every": 20, "balanced_classes": True, **_TRAINING},
         "arms": {
             "first-round arm setting (width 0.5)": {},
             "width 0.5, batch 8, 1000 steps": {"n_train": 6000, "batch_size": 8, "steps": 1000, "lr": 2e-3,
@@ -164,7 +171,7 @@ RECIPES: dict = {
     # notebook 05's cheaper heatmap setting (kp_ablation): which schedule brings its base arm within 0.03 of its plateau
     "ablation": {
         "metric": "pck_0.05", "goal": 0.9, "model": "heatmap", "config": "kp_ablation",
-        "base": {"eval_every": 20, "n_val": 500, "steps": 120, "batch_size": 32, "lr": 4e-3},
+        "base": {"eval_every": 20, "n_val": 500, "steps": 120, "batch_size": 32, "lr": 4e-3, **_TRAINING},
         "arms": {
             "profile (120 steps, batch 32)": {},
             "batch 16, 500 steps": {"batch_size": 16, "steps": 500, "eval_every": 50},
@@ -271,17 +278,22 @@ def lr_range_test(task: str, optimizer: str = "adamw", steps: int = 100, seed: i
                                             reuse=False)[1]
         except NonFiniteLossError as e:
             hist, nonfinite = e.history, True
+    if not hist.loss:
+        raise ValueError(f"{task} / {optimizer}: the loss was not finite at the first step of the sweep "
+                         f"(lr {lr_at(0, steps, top, 0, 'range'):.1e}); lower lr_max")
     lrs = [lr_at(s, steps, top, 0, "range") for s in hist.steps]
-    after = lr_at(len(hist.loss), steps, top, 0, "range") if nonfinite else None
+    after = lr_at(hist.steps[-1] + 1, steps, top, 0, "range") if nonfinite else None
     return {**range_summary(lrs, hist.loss, smoothing, diverge, nonfinite_lr=after),
             "batch_size": cfg.batch_size, "steps": steps, "arm": arm or "base"}
 
 
 def range_summary(lrs, losses, smoothing: float = 0.9, diverge: float = 4.0, nonfinite_lr: float | None = None) -> dict:
     """The reading of a learning-rate range test (:func:`lr_range_test`) from its rates and losses (same length, rates
-    rising): ``smoothed`` (exponential average, bias-corrected), ``min_loss_lr`` (the rate at its lowest value before
-    divergence), ``suggested_lr`` (a tenth of that), ``diverged_lr`` (the first rate whose average exceeds
-    ``diverge`` x its running minimum; else ``nonfinite_lr``, the rate at which the loss became non-finite)."""
+    rising; the loss of a step is measured before that step's update, as in fastai's finder): ``smoothed``
+    (exponential average, bias-corrected), ``min_loss_lr`` (the rate at its lowest value before divergence; the average
+    lags the raw loss by about ``1 / (1 - smoothing)`` steps, which the tenth below allows for), ``suggested_lr`` (a
+    tenth of that), ``diverged_lr`` (the first rate whose average exceeds ``diverge`` x its running minimum; else
+    ``nonfinite_lr``, the rate at which the loss became non-finite)."""
     if not losses or len(lrs) != len(losses):
         raise ValueError(f"need one loss per rate, got {len(lrs)} rates and {len(losses)} losses")
     smoothed, avg, low, diverged = [], 0.0, math.inf, None

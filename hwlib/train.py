@@ -115,8 +115,8 @@ def lr_at(step: int, total: int, peak: float, warmup: int, schedule: str = "cosi
     or ``"linear"`` (a straight line, as the one-cycle and linear-decay recipes of the speed-run literature).
     ``"range"`` is no training schedule but the sweep of a learning-rate range test (Smith 2017): a geometric rise
     from ``peak / 10**RANGE_DECADES`` at step 0 to ``peak`` at step ``total - 1``, no warm-up."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule not in (*SCHEDULES, "range"):
+        raise ValueError(f"schedule must be one of {(*SCHEDULES, 'range')}, got {schedule!r}")
     if schedule == "range":
         return peak * 10.0 ** (-RANGE_DECADES * (1 - step / max(1, total - 1)))
     if step < warmup:
@@ -127,8 +127,9 @@ def lr_at(step: int, total: int, peak: float, warmup: int, schedule: str = "cosi
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """``"adamw"``: AdamW (decoupled weight decay); ``"sgd"``: SGD with Nesterov momentum 0.937 and L2 weight decay,
-    YOLOv5's optimizer and momentum (its peak learning rate is an order of magnitude above AdamW's)."""
+    """``"adamw"``: AdamW (decoupled weight decay); ``"sgd"``: SGD with YOLOv5's Nesterov momentum (0.937) and L2 weight
+    decay on every parameter. Not YOLOv5's rate: its loss is summed over a nominal batch of 64 images, ours is a batch
+    mean, so its lr0 0.01 moves the weights per image about as far as ``0.01 x batch_size`` here (at batch 8)."""
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":

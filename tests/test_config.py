@@ -34,6 +34,8 @@ def test_nested_overrides_and_validation():
         load_profile("smoke", detector={"optimizer": "lion"})
     with pytest.raises(ValueError, match="kp_ablation.schedule must be one of"):
         load_profile("smoke", kp_ablation={"schedule": "step"})
+    with pytest.raises(ValueError, match="detector.schedule must be one of"):
+        load_profile("smoke", detector={"schedule": "range"})          # a range test's sweep, not a schedule
 
 
 def test_output_folders():

@@ -213,6 +213,9 @@ def test_lr_range_test_runs_the_sweep_and_reads_it(tmp_path):
 
     stored = json.loads((tmp_path / "recipe.json").read_text())["lr_range"]["regression"]["adamw"]
     assert stored["steps"] == 4 and stored["suggested_lr"] > 0 and "lr" not in stored     # the curve lives beside it
+    curve = json.loads((tmp_path / "recipe_lr_range.json").read_text())["regression"]["adamw"]
+    # the sweep replaced the regression model's own steps and rate: 4 steps, ending at the sweep's top
+    assert len(curve["loss"]) == 4 and curve["lr"][-1] == pytest.approx(recipe.LR_RANGE_MAX["adamw"])
     assert stored["arm"] == "base"
     assert recipe.main(["--task", "detector", "--lr-range", "sgd", "--arms", "no such arm", "--profile", "smoke",
                         "--out", str(tmp_path)]) == 2

@@ -42,6 +42,9 @@ def test_linear_schedule_by_hand():
     assert all(a - b == pytest.approx(0.99 / 90) for a, b in zip(steps, steps[1:]))    # a constant slope
     with pytest.raises(ValueError, match="schedule"):
         lr_at(0, 100, 1.0, 10, "step")
+    from hwlib.config import SCHEDULES
+
+    assert "range" not in SCHEDULES      # the range test's sweep is no schedule a profile may train with
 
 
 def test_sgd_is_nesterov_with_yolov5_momentum_by_hand():
@@ -144,10 +147,12 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
         fit_state["step"] = step
         return _batches(step, rng)
 
-    with pytest.raises(NonFiniteLossError, match="at step 5.*last good checkpoint kept"):
+    with pytest.raises(NonFiniteLossError, match="at step 5.*last good checkpoint kept") as err:
         fit(m, loss_fn, batches, steps=10, lr=1e-3, weight_decay=0.0, warmup_steps=1, precision="fp32", progress=False,
             evaluate=lambda mm: {"ok": 1.0}, eval_every=2, checkpoint=ckpt)
     assert load_checkpoint(ckpt)["extra"]["step"] == 4
+    # the error carries the log up to the last finite step (what a learning-rate range test reads)
+    assert err.value.history.steps == [0, 1, 2, 3, 4] and len(err.value.history.loss) == 5
 
 
 def test_precision_resolution():
