@@ -257,25 +257,19 @@ def lr_range_test(task: str, optimizer: str = "adamw", steps: int = 100, seed: i
     sweep's later steps train an already-changed model, so the curve ranks rates; it does not replace training."""
     import tempfile
 
-    from .experiments import train_detector, train_keypoint_model
     from .train import NonFiniteLossError, lr_at
 
     top = LR_RANGE_MAX[optimizer] if lr_max is None else lr_max
     start = arm_config(task, arm, base_config(task, profile)) if arm else base_config(task, profile)
-    cfg = dataclasses.replace(start, optimizer=optimizer, schedule="range", lr=top, ema=0.0, eval_every=0)
+    sweep = {"optimizer": optimizer, "schedule": "range", "lr": top, "steps": steps, "ema": 0.0, "eval_every": 0}
     if RECIPES[task]["model"] == "regression":             # its own steps and rate give way to the sweep's
-        cfg = dataclasses.replace(cfg, regression_lr=0.0, regression_steps=0)
-    cfg = dataclasses.replace(cfg, steps=steps)
+        sweep.update(regression_lr=0.0, regression_steps=0)
+    cfg = dataclasses.replace(start, **sweep)
     nonfinite = False
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            if _detects(task):
-                hist = train_detector(cfg, seed=seed, run_dir=tmp, name=f"lr_range_{task}_{optimizer}",
-                                      progress=progress, validate=False, reuse=False)[1]
-            else:
-                hist = train_keypoint_model(RECIPES[task]["model"], cfg, seed=seed, run_dir=tmp,
-                                            name=f"lr_range_{task}_{optimizer}", progress=progress, validate=False,
-                                            reuse=False)[1]
+            hist = _train(task, cfg, seed, Path(tmp) / f"lr_range_{task}_{optimizer}.pt", progress, validate=False,
+                          reuse=False)
         except NonFiniteLossError as e:
             hist, nonfinite = e.history, True
     if not hist.loss:
@@ -341,13 +335,20 @@ def _run_path(task: str, arm: str, seed: int, run_dir=None) -> Path:
 def train_arm(task: str, arm: str, seed: int, run_dir=None, profile: str = "cpu", progress: bool = True):
     """Train (or load, when finished) one seed of one arm, with validation; returns its ``History``. Runs of one
     study are independent, so several can train at once (``--train``: one process per run, on a GPU)."""
+    cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
+    return _train(task, cfg, seed, ckpt, progress, reuse=True)
+
+
+def _train(task: str, cfg, seed: int, ckpt: Path, progress: bool, **kwargs):
+    """Train ``task``'s model (detector or keypoint method) under ``cfg`` with checkpoint ``ckpt``; returns its
+    ``History``. ``kwargs``: ``validate``, ``reuse`` of :func:`hwlib.experiments.train_detector` /
+    :func:`hwlib.experiments.train_keypoint_model`."""
     from .experiments import train_detector, train_keypoint_model
 
-    cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
     if _detects(task):
-        return train_detector(cfg, seed=seed, run_dir=ckpt.parent, name=ckpt.stem, progress=progress, reuse=True)[1]
+        return train_detector(cfg, seed=seed, run_dir=ckpt.parent, name=ckpt.stem, progress=progress, **kwargs)[1]
     return train_keypoint_model(RECIPES[task]["model"], cfg, seed=seed, run_dir=ckpt.parent, name=ckpt.stem,
-                                progress=progress, reuse=True)[1]
+                                progress=progress, **kwargs)[1]
 
 
 def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str = "cpu"):
