@@ -300,7 +300,7 @@ def summarize_workers(raw: dict, quick: bool) -> dict:
 # ----------------------------------------------------------------------------- orchestration
 def run(quick: bool = False, profile: str = "cpu") -> dict:
     from .config import load_profile
-    from .pipeline import machine_info
+    from .machine import machine_info
     from .report import tex_escape, write_results, write_table
 
     P = load_profile(profile)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = REPO_ROOT / "runs"
+STORE_DIR = REPO_ROOT / "results" / "runs"   # the committed run store (hwlib.store)
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "report"
 
@@ -69,7 +70,7 @@ def before_field_existed(cls) -> dict:
     """``{field: value}`` of the fields of dataclass ``cls`` whose default has changed since they were added: what a
     stored config without that field means (:data:`BEFORE_FIELD_EXISTED`); every other missing field means its
     default. The one reading of that table, for :func:`hwlib.experiments.same_config` and
-    :func:`hwlib.evaluate.config_from_checkpoint`."""
+    :func:`hwlib.checkpoints.config_from_checkpoint`."""
     return {f.name: BEFORE_FIELD_EXISTED[f.name] for f in dataclasses.fields(cls) if f.name in BEFORE_FIELD_EXISTED}
 
 
@@ -199,6 +200,12 @@ class Profile:
     def run_dir(self) -> Path:
         """Checkpoints, logs and executed notebooks (always under runs/, ignored by git)."""
         return RUNS_DIR / self.name
+
+    @property
+    def store(self) -> Path:
+        """The run store of this profile's runs (:mod:`hwlib.store`): ``results/runs/`` (committed) for ``cpu`` and
+        ``paper``, ``runs/smoke/store/`` for ``smoke`` (tests never write a committed file)."""
+        return STORE_DIR if self.name != "smoke" else self.run_dir / "store"
 
     @property
     def figures_dir(self) -> Path:

@@ -348,3 +348,9 @@ def encode_boxes(boxes: torch.Tensor, cells: torch.Tensor, anchor: torch.Tensor,
 def images_to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, 3, H, W]`` -> float ``[B, 3, H, W]`` in [0, 1]."""
     return images.float().div_(255.0)
+
+
+def build_detector(cfg) -> MultiScaleDetector:
+    """The :class:`MultiScaleDetector` a :class:`~hwlib.config.DetectorConfig` describes (3 classes, its anchors per
+    head, width and head variant)."""
+    return MultiScaleDetector(num_classes=3, num_anchors=len(cfg.anchors[0]), width=cfg.width, head=cfg.head)

@@ -22,6 +22,7 @@ from . import detector as det
 from . import keypoints as kp
 from .config import CLASS_NAMES, KEYPOINT_NAMES, SPLIT_SEEDS, DetectorConfig, KeypointConfig, train_data_seed
 from .data import make_detection_data, make_keypoint_data
+from .detector import build_detector  # noqa: F401 (the notebooks build detectors from here)
 from .metrics import evaluate_detections, keypoint_errors, mean_pixel_error, pck, pck_per_keypoint
 from .train import autocast, fit, pick_device, resolve_precision
 
@@ -107,39 +108,158 @@ def finished_checkpoint(ckpt, cfg, steps: int, need_history: bool, ignore=frozen
     return payload, history
 
 
-def _train_or_reuse(build, cfg, steps: int, ckpt, validate: bool, reuse: bool | None, train, ignore=frozenset()):
-    """Load a finished run from ``ckpt`` (see :func:`finished_checkpoint`, ``ignore`` as there) or call ``train()``;
-    save the validation history beside a freshly trained checkpoint. Returns ``(model, history)``."""
-    from .report import atomic_write_text
+RETRAIN_ENV = "HWLIB_RETRAIN"            # "1": stored runs are trained again (and replaced), as on a machine without them
 
+
+def _retrain_default() -> bool:
+    return os.environ.get(RETRAIN_ENV, "0") == "1"
+
+
+def _key_path(ckpt: Path) -> Path:
+    return ckpt.with_suffix(".key")
+
+
+def _as_store(store):
+    from .store import RunStore
+
+    if store is None or isinstance(store, RunStore):
+        return store
+    return _STORES.setdefault(str(Path(store).resolve()), RunStore(store))
+
+
+_STORES: dict = {}
+
+
+def _local_run(ckpt, cfg, steps, validate, key, build, ignore, reuse):
+    """``(model, history)`` of the finished checkpoint ``ckpt`` of this run, or ``None``: same config, last step
+    (:func:`finished_checkpoint`), the same model class, and, where the checkpoint's ``.key`` file names a training
+    key, this one. Checkpoints without a ``.key`` file (written before the store) count only with ``reuse``."""
+    if ckpt is None:
+        return None
+    kp_ = _key_path(Path(ckpt))
+    stored_key = kp_.read_text().strip() if kp_.exists() else None
+    if stored_key is not None and stored_key != key:
+        return None
+    if stored_key is None and not reuse:
+        return None
+    found = finished_checkpoint(ckpt, cfg, steps, need_history=validate, ignore=ignore)
+    if found is None:
+        return None
+    model = build()
+    if found[0].get("model") not in (None, type(model).__name__):
+        return None                                       # same config, another model class: train it anew
+    model.load_state_dict(found[0]["state_dict"])         # the payload already loaded, not a second read
+    return model, found[1]
+
+
+def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *, build, train, ckpt=None,
+               validate: bool = True, store=None, specs=(), evaluate=None, ignore=frozenset(),
+               need_model: bool = False, reuse: bool | None = None, device: str = "auto", precision: str = "auto"):
+    """One training run, read from the run store before anything is trained (:mod:`hwlib.store`).
+
+    In order: a stored run of this training key (:func:`hwlib.store.training_key`: task, method, seed, config,
+    training code) with every evaluation in ``specs`` is returned as it is, nothing loaded; a stored run with a stale
+    or missing evaluation is evaluated from its local checkpoint; otherwise the finished local checkpoint of this
+    run is used (:func:`_local_run`), or it is trained (``train() -> (model, History)``). Every new run and every new
+    evaluation is written to the store at once (only by rank 0 of a distributed run). With ``HWLIB_RETRAIN=1`` a
+    stored run is trained again and its file replaced.
+
+    Args:
+        build: ``() -> model`` (untrained, for loading weights); train: ``() -> (model, History)``.
+        ckpt: the local checkpoint path (``None``: none is kept).
+        specs: evaluation specs (dicts, :func:`detector_spec` / :func:`keypoint_spec`); evaluate:
+            ``(model, [spec]) -> [(metrics, predictions or None)]`` for the specs missing from the store.
+        need_model: also return the weights (loaded or trained) where the store alone would do.
+
+    Returns:
+        ``(history, [evaluation dict per spec: {"metrics", "predictions"?}], model or None, record or None)``.
+    """
+    from .machine import machine_record
+    from .report import atomic_write_text
+    from .store import evaluation_key, new_record, training_key, unpack
+    from .train import distributed
+
+    st = _as_store(store)
+    rank, world = distributed()
+    key = training_key(task, method, cfg, seed, training_code(), world, ignore)
     reuse = _reuse_default() if reuse is None else reuse
-    found = finished_checkpoint(ckpt, cfg, steps, need_history=validate, ignore=ignore) if reuse else None
-    if found is not None:
-        model = build()
-        if found[0].get("model") not in (None, type(model).__name__):
-            found = None                                   # same config, another model class: train it anew
-    if found is not None:
-        model.load_state_dict(found[0]["state_dict"])     # the payload already loaded, not a second read
-        print(f"{Path(ckpt).name}: finished run of this config found (step {steps}), loaded instead of retrained",
-              flush=True)
-        return model, found[1]
-    model, hist = train()
-    if ckpt is not None:
-        atomic_write_text(_history_path(Path(ckpt)), json.dumps(hist.to_dict()))
-    return model, hist
+    retrain = _retrain_default()
+    rec = st.get(key) if st is not None and not retrain else None
+    if rec is not None:
+        evs = [rec.evaluation(s) for s in specs]
+        if all(e is not None for e in evs) and not need_model:
+            return rec.history(), [_unpacked(e, unpack) for e in evs], None, rec
+    local = None if retrain else _local_run(ckpt, cfg, steps, validate, key, build, ignore, reuse or rec is not None)
+    if local is not None:
+        model, hist = local
+        print(f"{name}: finished run found ({Path(ckpt).name}, step {steps}), loaded instead of retrained", flush=True)
+    else:
+        if rec is not None:
+            print(f"{name}: stored run {rec.path.name} needs its weights (an evaluation is missing, or the model is "
+                  "asked for) and no checkpoint is here: training it again, its store file will be replaced", flush=True)
+        model, hist = train()
+        if ckpt is not None and rank == 0:
+            atomic_write_text(_history_path(Path(ckpt)), json.dumps(hist.to_dict()))
+            atomic_write_text(_key_path(Path(ckpt)), key + "\n")
+        rec = None                                         # a new training: a new record (old evaluations dropped)
+    if st is not None and rank == 0 and rec is None:
+        rec = st.put(new_record(task, method, name, cfg, seed, hist, training_code(), world, ignore,
+                                steps=steps, batch_size=cfg.batch_size))
+    elif rec is not None:
+        hist = rec.history()                               # the stored run's own log (the checkpoint's is the same)
+    missing = [s for s in specs if rec is None or rec.evaluation(s) is None]
+    results = dict(zip(map(evaluation_key, missing), evaluate(model, missing))) if missing else {}
+    if st is not None and rank == 0:
+        prec = resolve_precision(precision, pick_device(device))
+        for s in missing:
+            metrics, preds = results[evaluation_key(s)]
+            rec = st.add_evaluation(rec, s, metrics, preds, machine_record(), prec)
+    evs = []
+    for s in specs:
+        if evaluation_key(s) in results:
+            metrics, preds = results[evaluation_key(s)]
+            evs.append({"metrics": metrics, **({"predictions": preds} if preds else {})})
+        else:
+            evs.append(_unpacked(rec.evaluation(s), unpack))
+    return hist, evs, model, rec
+
+
+def _unpacked(ev: dict, unpack) -> dict:
+    out = {"metrics": ev["metrics"]}
+    if "predictions" in ev:
+        out["predictions"] = {k: unpack(v) for k, v in ev["predictions"].items()}
+    return out
+
+
+def run_weights(rec, ckpt, build, cfg, steps: int, validate: bool = False, ignore=frozenset()):
+    """The weights of a stored run ``rec`` (for a figure): its local checkpoint where there is one (``.key`` file
+    of this run, or none), else the model zoo's file of this training key (``models/MANIFEST.json``).
+
+    Raises:
+        hwlib.store.StoreError: neither is here; the message names the run and how to get its weights."""
+    from .store import StoreError
+    from .zoo import zoo_file_of
+
+    local = _local_run(ckpt, cfg, steps, False, rec.key, build, ignore, True) if ckpt is not None else None
+    if local is not None:
+        return local[0]
+    zoo = zoo_file_of(rec.key)
+    if zoo is not None:
+        from .checkpoints import load_model
+
+        return load_model(zoo)[0]
+    raise StoreError(f"the weights of stored run {rec.name} (training key {rec.key[:12]}, {rec.path}) are not here: "
+                     f"no checkpoint {ckpt} and no model of the zoo (models/MANIFEST.json) is of this run. Train it "
+                     "again (make report RETRAIN=1, or HWLIB_RETRAIN=1 for one stage), or copy its checkpoint there")
 
 
 # ----------------------------------------------------------------------------- detector
-def build_detector(cfg: DetectorConfig) -> det.MultiScaleDetector:
-    return det.MultiScaleDetector(num_classes=3, num_anchors=len(cfg.anchors[0]), width=cfg.width, head=cfg.head)
-
-
 def load_detector(path) -> tuple[det.MultiScaleDetector, DetectorConfig]:
     """A detector rebuilt from a checkpoint's stored config, with its weights (``weights_only`` load).
 
     The checkpoint's ``"config"`` (JSON lists) becomes a :class:`~hwlib.config.DetectorConfig` (tuples:
     ``anchors`` a tuple of three tuples; keys absent from an older checkpoint take the behaviour of the code that
-    wrote it, :func:`hwlib.evaluate.config_from_checkpoint`);
+    wrote it, :func:`hwlib.checkpoints.config_from_checkpoint`);
     weights stored in bf16 (the ``models/`` zoo) are cast to the float32 model.
 
     Returns:
@@ -149,7 +269,7 @@ def load_detector(path) -> tuple[det.MultiScaleDetector, DetectorConfig]:
         CheckpointError: missing, truncated or corrupt file; not an hwlib checkpoint; a keypoint model;
         unknown config keys; weights of another architecture. The message names the file.
     """
-    from .evaluate import load_model
+    from .checkpoints import load_model
 
     model, cfg, _, _, _ = load_model(path, task="detector")
     return model, cfg
@@ -253,15 +373,25 @@ def _core(p):
 
 def train_detector(cfg: DetectorConfig, seed: int = 0, run_dir: str | Path | None = None, name: str = "detector",
                    device: str = "auto", precision: str = "auto", progress: bool = True, validate: bool = True,
-                   reuse: bool | None = None):
+                   reuse: bool | None = None, store=None):
     """Train one detector; returns ``(model, history)``. With ``validate``, validation mAP (standard
     protocol) every ``cfg.eval_every`` steps and at the end; checkpoint ``<run_dir>/<name>.pt`` with its
-    config beside it, and its validation history (``<name>.history.json``). With ``reuse`` (default: the
-    ``HWLIB_REUSE_CHECKPOINTS`` environment variable) a finished run of the same config is loaded instead
-    (:func:`finished_checkpoint`)."""
+    config beside it, its validation history (``<name>.history.json``) and training key (``<name>.key``). With
+    ``store`` (a :class:`~hwlib.store.RunStore` or its folder) the run is recorded there; with ``reuse`` (default:
+    the ``HWLIB_REUSE_CHECKPOINTS`` environment variable) a finished checkpoint of the same config is loaded
+    instead (:func:`obtain_run`)."""
+    hist, _, model, _ = _detector_run(cfg, seed, run_dir, name, device, precision, progress, validate, reuse,
+                                      store, need_model=True)
+    return model, hist
+
+
+def _detector_run(cfg, seed, run_dir, name, device, precision, progress, validate, reuse, store, specs=(),
+                  evaluate=None, need_model=False):
     ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
-    return _train_or_reuse(lambda: build_detector(cfg), cfg, cfg.steps, ckpt, validate, reuse,
-                           lambda: _train_detector(cfg, seed, ckpt, name, device, precision, progress, validate))
+    return obtain_run("detector", "detector", cfg, seed, name, cfg.steps, build=lambda: build_detector(cfg),
+                      train=lambda: _train_detector(cfg, seed, ckpt, name, device, precision, progress, validate),
+                      ckpt=ckpt, validate=validate, store=store, specs=specs, evaluate=evaluate,
+                      need_model=need_model, reuse=reuse, device=device, precision=precision)
 
 
 def _train_detector(cfg, seed, ckpt, name, device, precision, progress, validate):
@@ -299,7 +429,7 @@ def load_keypoint_model(path) -> tuple[torch.nn.Module, str, KeypointConfig]:
         CheckpointError: missing, truncated or corrupt file; not an hwlib checkpoint; a detector;
         unknown config keys; weights of another architecture. The message names the file.
     """
-    from .evaluate import load_model
+    from .checkpoints import load_model
 
     model, cfg, _, method, _ = load_model(path, task="keypoint")
     return model, method, cfg
@@ -353,16 +483,26 @@ def heatmap_mse(outputs, keypoints, cfg: KeypointConfig) -> float:
 
 def train_keypoint_model(method: str, cfg: KeypointConfig, seed: int = 0, run_dir: str | Path | None = None,
                          name: str | None = None, device: str = "auto", precision: str = "auto",
-                         progress: bool = True, validate: bool = True, reuse: bool | None = None):
+                         progress: bool = True, validate: bool = True, reuse: bool | None = None, store=None):
     """Train one keypoint model (``"heatmap"``, ``"regression"`` or ``"integral"``) on the shared data;
-    with ``validate``, validation PCK (bbox norm) every ``cfg.eval_every`` steps and at the end; checkpoint and
-    validation history under ``run_dir`` and ``reuse`` as in :func:`train_detector`. Returns ``(model, history)``."""
+    with ``validate``, validation PCK (bbox norm) every ``cfg.eval_every`` steps and at the end; checkpoint,
+    validation history, ``store`` and ``reuse`` as in :func:`train_detector`. Returns ``(model, history)``."""
+    hist, _, model, _ = _keypoint_run(method, cfg, seed, run_dir, name, device, precision, progress, validate,
+                                      reuse, store, need_model=True)
+    return model, hist
+
+
+def _keypoint_run(method, cfg, seed, run_dir, name, device, precision, progress, validate, reuse, store, specs=(),
+                  evaluate=None, need_model=False):
     name = name or f"{method}_s{seed}"
     ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
     steps = cfg.steps_of(method)
-    return _train_or_reuse(lambda: kp.build_keypoint_model(method, cfg), cfg, steps, ckpt, validate, reuse,
-                           lambda: _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision,
-                                                         progress, validate), ignore=cfg.unread_by(method))
+    return obtain_run("keypoint", method, cfg, seed, name, steps, build=lambda: kp.build_keypoint_model(method, cfg),
+                      train=lambda: _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision,
+                                                          progress, validate),
+                      ckpt=ckpt, validate=validate, store=store, specs=specs, evaluate=evaluate,
+                      ignore=cfg.unread_by(method), need_model=need_model, reuse=reuse, device=device,
+                      precision=precision)
 
 
 def _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision, progress, validate):
@@ -538,9 +678,10 @@ def _seeds_of(seeds, name) -> list:
 
 @dataclasses.dataclass
 class Runs:
-    """What a set of trained models leaves: a :class:`~hwlib.results.Record` per model or arm, the validation
-    histories (``{name: [History per seed]}``, empty lists where not validated), the trained models
-    (``{(name, seed): (model, cfg)}``) and the evaluation data (``images``, ``targets``)."""
+    """What a set of runs leaves: a :class:`~hwlib.results.Record` per model or arm, the validation histories
+    (``{name: [History per seed]}``, empty lists where not validated), the stored runs (``{(name, seed):
+    RunRecord}``, empty without a store), the models trained or loaded in this process (``{(name, seed): (model,
+    cfg)}``; :meth:`model` finds the others) and the evaluation data (``images``, ``targets``)."""
 
     records: dict
     histories: dict
@@ -548,9 +689,22 @@ class Runs:
     images: Any = None
     targets: Any = None
     extra: dict = dataclasses.field(default_factory=dict)
+    stored: dict = dataclasses.field(default_factory=dict)
+    weights: dict = dataclasses.field(default_factory=dict)     # (name, seed) -> (ckpt, build, cfg, steps, ignore)
 
     def to_json(self) -> dict:
         return {name: r.to_json() for name, r in self.records.items()}
+
+    def model(self, name: str, seed: int = 0):
+        """The weights of run ``(name, seed)`` in eval mode: trained or loaded in this process, else its local
+        checkpoint or the zoo's model of it (:func:`run_weights`); the model is kept for the next call."""
+        if (name, seed) not in self.models:
+            ckpt, build, cfg, steps, ignore = self.weights[(name, seed)]
+            rec = self.stored.get((name, seed))
+            if rec is None:
+                raise KeyError(f"run {(name, seed)} has neither weights here nor a stored record")
+            self.models[(name, seed)] = (run_weights(rec, ckpt, build, cfg, steps, ignore=ignore), cfg)
+        return self.models[(name, seed)][0].eval()
 
 
 def _with_baseline(records: dict, baseline: str | None, skip=()) -> dict:
@@ -559,16 +713,58 @@ def _with_baseline(records: dict, baseline: str | None, skip=()) -> dict:
     return {n: r if n == baseline or n in skip else r.with_baseline(records[baseline]) for n, r in records.items()}
 
 
+def detector_spec(cfg: DetectorConfig, split: str, n: int, size_mode: str | None = None,
+                  analyses: bool = False) -> dict:
+    """What a detector evaluation is (its evaluation key, :func:`hwlib.store.evaluation_key`): the ``split``'s first
+    ``n`` images drawn with ``size_mode`` (default ``cfg``'s) and ``cfg``'s class balance, decoded with ``cfg``'s
+    decoding fields; ``analyses``: also the class confusion and AP by class x size (``metrics["analyses"]``)."""
+    return {"kind": "detector", "split": split, "seed": split_seed(split), "n": int(n),
+            "size_mode": size_mode or cfg.size_mode, "balanced_classes": cfg.balanced_classes,
+            "decoding": {f: getattr(cfg, f) for f in sorted(DECODING_FIELDS | {"size_buckets"})},
+            "analyses": bool(analyses), "code": eval_code()}
+
+
+def _evaluate_detector(model, cfg: DetectorConfig, specs, device="auto", precision="auto") -> list:
+    """``[(metrics, None)]``, one per spec of :func:`detector_spec`: one forward pass per image set, decoded again
+    for each spec's decoding (:func:`detector_metrics`)."""
+    from .analysis import ap_by_class_and_size, confusion_any_size
+
+    outputs, out = {}, []
+    for spec in specs:
+        data = (spec["n"], spec["seed"], spec["size_mode"], spec["balanced_classes"])
+        if data not in outputs:
+            images, targets = detection_data(*data)
+            preds, raw = predict_detector(model, images, cfg, device=device, precision=precision, raw=True)
+            outputs[data] = (targets, raw, preds)
+        targets, raw, preds = outputs[data]
+        dcfg = dataclasses.replace(cfg, **spec["decoding"])
+        same = all(getattr(dcfg, f) == getattr(cfg, f) for f in spec["decoding"])
+        p = preds if same else decode_detector_outputs(raw, dcfg)
+        m = _metrics_of_outputs(raw, targets, dcfg, p)
+        if spec["analyses"]:
+            m["analyses"] = {"confusion_seed": confusion_any_size(filter_confidence(p, dcfg.conf_seed), targets).tolist(),
+                             "ap_by_size_standard": ap_by_class_and_size(p, targets)}
+        out.append((m, None))
+    return out
+
+
+def _runs_entry(rec) -> list:
+    return [rec.path.name] if rec is not None and rec.path is not None else []
+
+
 def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix: str = "", split: str = "test",
                   n_eval: int | None = None, validate: bool = False, validate_seeds: int | None = None,
                   decode_arms: dict | None = None, baseline: str | None = "baseline", setting: str | None = None,
-                  progress: bool = True, device: str = "auto", precision: str = "auto") -> Runs:
+                  progress: bool = True, device: str = "auto", precision: str = "auto", store=None,
+                  eval_size_mode: str | None = None, analyses: bool = False) -> Runs:
     """Train every arm (``name -> DetectorConfig overrides`` of ``base``) for its seeds on the same training
-    streams and evaluate each on the same ``split`` images; one :class:`~hwlib.results.Record` per arm.
+    streams and evaluate each on the same ``split`` images; one :class:`~hwlib.results.Record` per arm. Every run is
+    read from the run ``store`` first and written there when it is new (:func:`obtain_run`): with every run stored,
+    nothing is trained or loaded.
 
     Args:
-        seeds: number of seeds for every arm, or ``{arm: number}``.
-        prefix: checkpoint names ``<run_dir>/<prefix><arm>_s<seed>.pt``.
+        seeds: number of seeds for every arm, or ``{arm: number or list of seed ids}``.
+        prefix: run names ``<prefix><arm>_s<seed>``; checkpoints ``<run_dir>/<name>.pt``.
         n_eval: evaluation images (default ``base.n_val``).
         validate: log validation mAP every ``eval_every`` steps (curves, plateau verdict) ...
         validate_seeds: ... for the first this many seeds of each arm only (default: all); the other seeds are
@@ -577,6 +773,8 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
             other decoding settings (``s3_conf``, ``nms_iou``, ...), from the same forward pass, without training;
             each is paired with the arm it re-decodes (same models, so the difference is the decoding's alone).
         baseline: the trained arm every other trained arm is paired with (``paired_diff``); ``None``: no pairing.
+        eval_size_mode: the evaluation images' ``size_mode`` (default ``base``'s): class-tied models on any-size data.
+        analyses: also the class confusion and AP by class x size of every run (``Runs.extra["analyses"]``).
     """
     from .results import Record, plateau
 
@@ -587,37 +785,47 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         bad = set(over) - DECODING_FIELDS
         if bad:
             raise ValueError(f"decode arm {name!r} changes {sorted(bad)}: only decoding fields {sorted(DECODING_FIELDS)}")
-    images, targets = detection_data(n_eval or base.n_val, split_seed(split), base.size_mode,
-                                     base.balanced_classes)
-    records, histories, models = {}, {}, {}
+    n_eval = n_eval or base.n_val
+    size_mode = eval_size_mode or base.size_mode
+    images, targets = detection_data(n_eval, split_seed(split), size_mode, base.balanced_classes)
+    runs = Runs({}, {}, {}, images, targets, {"analyses": {}})
     for name, over in arms.items():
         cfg = dataclasses.replace(base, **over)
         if cfg.size_mode != base.size_mode:
             raise ValueError(f"arm {name!r}: every arm is evaluated on the same images (size_mode {base.size_mode!r})")
         mine = {d: dataclasses.replace(cfg, **o) for d, (src, o) in decode_arms.items() if src == name}
-        runs, secs, hists, ss = [], [], [], _seeds_of(seeds, name)
+        per_seed, secs, hists, files, ss = [], [], [], [], _seeds_of(seeds, name)
         decoded = {d: [] for d in mine}
+        specs = [detector_spec(c, split, n_eval, size_mode, analyses) for c in (cfg, *mine.values())]
         for s in ss:
             run_cfg = _validated(cfg, cfg.steps, ss.index(s), validate, validate_seeds)
-            model, hist = train_detector(run_cfg, seed=s, run_dir=run_dir, name=f"{prefix}{name}_s{s}", device=device,
-                                         precision=precision, progress=progress, validate=validate)
-            preds, outputs = predict_detector(model, images, cfg, device=device, precision=precision, raw=True)
-            runs.append(_metrics_of_outputs(outputs, targets, cfg, preds))
-            for d, dcfg in mine.items():
-                decoded[d].append(_metrics_of_outputs(outputs, targets, dcfg))
-            del outputs
+            run_name = f"{prefix}{name}_s{s}"
+            hist, evs, model, rec = _detector_run(
+                run_cfg, s, run_dir, run_name, device, precision, progress, validate, None, store, specs,
+                lambda m, missing: _evaluate_detector(m, cfg, missing, device, precision))
+            metrics = dict(evs[0]["metrics"])
+            runs.extra["analyses"][(name, s)] = metrics.pop("analyses", None)
+            per_seed.append(metrics)
+            for d, ev in zip(mine, evs[1:]):
+                decoded[d].append({k: v for k, v in ev["metrics"].items() if k != "analyses"})
             secs.append(hist.train_seconds)
+            files += _runs_entry(rec)
             if validate:
                 hists.append(hist)
-            models[(name, s)] = (model, cfg)
-        histories[name] = hists if validate else []
-        records[name] = Record(ss, runs, secs, [cfg.steps * cfg.batch_size] * len(ss),
-                               plateau=plateau(hists, "map_standard", of=len(ss)) if validate else None,
-                               setting=setting)
-        for d, per_seed in decoded.items():
-            records[d] = dataclasses.replace(records[name], per_seed_metrics=per_seed,
-                                             paired_diff=None).with_baseline(records[name])
-    return Runs(_with_baseline(records, baseline, skip=set(decode_arms)), histories, models, images, targets)
+            if model is not None:
+                runs.models[(name, s)] = (model, cfg)
+            runs.stored[(name, s)] = rec
+            ckpt = Path(run_dir) / f"{run_name}.pt" if run_dir else None
+            runs.weights[(name, s)] = (ckpt, functools.partial(build_detector, cfg), run_cfg, cfg.steps, frozenset())
+        runs.histories[name] = hists if validate else []
+        runs.records[name] = Record(ss, per_seed, secs, [cfg.steps * cfg.batch_size] * len(ss),
+                                    plateau=plateau(hists, "map_standard", of=len(ss)) if validate else None,
+                                    setting=setting, extra={"runs": files} if files else {})
+        for d, per in decoded.items():
+            runs.records[d] = dataclasses.replace(runs.records[name], per_seed_metrics=per,
+                                                  paired_diff=None).with_baseline(runs.records[name])
+    runs.records = _with_baseline(runs.records, baseline, skip=set(decode_arms))
+    return runs
 
 
 def quarter_validation(cfg, steps: int):
@@ -635,74 +843,155 @@ def _validated(cfg, steps: int, index: int, validate: bool, validate_seeds: int 
     return cfg if dense or not validate else quarter_validation(cfg, steps)
 
 
+def keypoint_spec(method: str, cfg: KeypointConfig, split: str, n: int, subsets: bool = True,
+                  predictions: bool = True, mse: bool = False) -> dict:
+    """What a keypoint evaluation is (its evaluation key): every decoding of ``method`` on the ``split``'s first ``n``
+    figures (``cfg``'s share of hard poses); ``subsets``: the hidden-hand and ambiguous subsets scored apart;
+    ``predictions``: each decoding's keypoints kept (``Tensor[n, 5, 2]`` image px: PCK curves, failure analysis);
+    ``mse``: the seed's heatmap MSE (``heatmap_mse``)."""
+    return {"kind": "keypoint", "method": method, "split": split, "seed": split_seed(split), "n": int(n),
+            "hard_fraction": cfg.hard_fraction,
+            "decodings": [d for d, spec in kp.DECODINGS.items() if spec.method == method],
+            "subsets": bool(subsets), "predictions": bool(predictions), "heatmap_mse": bool(mse), "code": eval_code()}
+
+
+def _evaluate_keypoints(model, method: str, cfg: KeypointConfig, specs, device="auto", precision="auto") -> list:
+    """``[(metrics, predictions or None)]``, one per spec of :func:`keypoint_spec`."""
+    out = []
+    for spec in specs:
+        images, gt, meta = keypoint_data(spec["n"], spec["seed"], spec["hard_fraction"])
+        preds = predict_keypoints(model, method, images, cfg, device=device, precision=precision,
+                                  return_heatmaps=spec["heatmap_mse"])
+        decoded = {d: preds[d] for d in spec["decodings"]}
+        m = keypoint_metrics(method, decoded, gt, keypoint_subsets(meta) if spec["subsets"] else None)
+        if spec["heatmap_mse"]:
+            m["heatmap_mse"] = heatmap_mse(preds["heatmaps"], gt, cfg)
+        out.append((m, decoded if spec["predictions"] else None))
+    return out
+
+
+def _keypoint_runs(method, cfg, ss, run_dir, names, split, n_eval, validate, validate_seeds, runs, key, spec,
+                   progress, device, precision, store):
+    """Every seed of one keypoint model or arm (:func:`obtain_run`); fills ``runs`` under ``key``; returns
+    ``(per-seed metrics, per-seed predictions or None, train seconds, histories, store file names)``."""
+    per_seed, preds, secs, hists, files = [], [], [], [], []
+    for i, s in enumerate(ss):
+        run_cfg = _validated(cfg, cfg.steps_of(method), i, validate, validate_seeds)
+        hist, evs, model, rec = _keypoint_run(method, run_cfg, s, run_dir, names[i], device, precision, progress,
+                                              validate, None, store, [spec],
+                                              lambda m, missing: _evaluate_keypoints(m, method, cfg, missing, device,
+                                                                                     precision))
+        per_seed.append(evs[0]["metrics"])
+        preds.append(evs[0].get("predictions"))
+        secs.append(hist.train_seconds)
+        files += _runs_entry(rec)
+        if validate:
+            hists.append(hist)
+        if model is not None:
+            runs.models[(key, s)] = (model, cfg)
+        runs.stored[(key, s)] = rec
+        ckpt = Path(run_dir) / f"{names[i]}.pt" if run_dir else None
+        runs.weights[(key, s)] = (ckpt, functools.partial(kp.build_keypoint_model, method, cfg), run_cfg,
+                                  cfg.steps_of(method), cfg.unread_by(method))
+    return per_seed, preds, secs, hists, files
+
+
 def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None, prefix: str = "",
                          split: str = "test", n_eval: int | None = None, validate: bool = True,
                          validate_seeds: int | None = None,
-                         progress: bool = True, device: str = "auto", precision: str = "auto") -> Runs:
+                         progress: bool = True, device: str = "auto", precision: str = "auto", store=None) -> Runs:
     """Train every keypoint ``method`` for ``seeds`` seeds on the same data and evaluate on the same
     ``split`` images: one record per method with every decoding's metrics (:func:`keypoint_metrics`),
     the plateau verdict (validation PCK@0.05 of the headline decoding, every seed) and the model's ``params``,
-    ``gflops`` and ``infer_ms`` (:func:`model_cost`). The first ``validate_seeds`` seeds (default all) are validated
-    every ``cfg.eval_every`` steps (the curves); the others only at each quarter of the schedule
-    (:func:`quarter_validation`), enough for their plateau verdict at a fraction of the cost.
+    ``gflops`` and ``infer_ms`` (:func:`model_cost`, of the architecture). The first ``validate_seeds`` seeds (default
+    all) are validated every ``cfg.eval_every`` steps (the curves); the others only at each quarter of the schedule
+    (:func:`quarter_validation`), enough for their plateau verdict at a fraction of the cost. Runs are read from the
+    run ``store`` first (:func:`obtain_run`), with every decoding's predictions.
 
     ``Runs.extra``: ``"errors"`` (``{decoding: float [seeds * N, 5]}`` normalized errors of every seed, for PCK
-    curves), ``"example_preds"`` (``{decoding: Tensor[N, 5, 2]}`` of seed 0) and ``"meta"`` (the split's pose
-    record). Checkpoints: ``<run_dir>/<prefix><method>_s<seed>.pt``.
+    curves), ``"predictions"`` (``{decoding: [Tensor[N, 5, 2] per seed]}``), ``"example_preds"``
+    (``{decoding: Tensor[N, 5, 2]}`` of the first seed) and ``"meta"`` (the split's pose record). Run names
+    ``<prefix><method>_s<seed>``.
     """
     from .results import Record, plateau
 
-    images, gt, meta = keypoint_data(n_eval or cfg.n_val, split_seed(split), cfg.hard_fraction)
-    records, histories, models = {}, {}, {}
-    errors, examples = {}, {}
+    n_eval = n_eval or cfg.n_val
+    images, gt, meta = keypoint_data(n_eval, split_seed(split), cfg.hard_fraction)
+    runs = Runs({}, {}, {}, images, gt)
+    errors, all_preds = {}, {}
     for method in methods:
-        runs, secs, hists, ss = [], [], [], list(range(seeds))
-        for s in ss:
-            run_cfg = _validated(cfg, cfg.steps_of(method), s, validate, validate_seeds)
-            model, hist = train_keypoint_model(method, run_cfg, seed=s, run_dir=run_dir,
-                                               name=f"{prefix}{method}_s{s}", device=device, precision=precision,
-                                               progress=progress, validate=validate)
-            preds = predict_keypoints(model, method, images, cfg, device=device, precision=precision)
-            runs.append(keypoint_metrics(method, preds, gt, keypoint_subsets(meta)))
-            secs.append(hist.train_seconds)
-            if validate:
-                hists.append(hist)
-            models[(method, s)] = (model, cfg)
-            for d, p in preds.items():
-                errors.setdefault(d, []).append(keypoint_errors(p, gt).numpy())
-                if s == 0:
-                    examples[d] = p
+        ss = list(range(seeds))
+        spec = keypoint_spec(method, cfg, split, n_eval)
+        per_seed, preds, secs, hists, files = _keypoint_runs(
+            method, cfg, ss, run_dir, [f"{prefix}{method}_s{s}" for s in ss], split, n_eval, validate, validate_seeds,
+            runs, method, spec, progress, device, precision, store)
+        for p in preds:
+            for d, t in p.items():
+                errors.setdefault(d, []).append(keypoint_errors(t, gt).numpy())
+                all_preds.setdefault(d, []).append(t)
         steps = cfg.steps_of(method)
-        histories[method] = hists if validate else []
-        records[method] = Record(ss, runs, secs, [steps * cfg.batch_size] * len(ss),
-                                 plateau=plateau(hists, "pck_0.05", of=len(ss)) if validate else None,
-                                 extra=model_cost(models[(method, 0)][0], tuple(images.shape[1:])))
-    extra = {"errors": {d: np.concatenate(e) for d, e in errors.items()}, "example_preds": examples, "meta": meta}
-    return Runs(records, histories, models, images, gt, extra)
+        runs.histories[method] = hists if validate else []
+        cost = model_cost(kp.build_keypoint_model(method, cfg), tuple(images.shape[1:]))
+        runs.records[method] = Record(ss, per_seed, secs, [steps * cfg.batch_size] * len(ss),
+                                      plateau=plateau(hists, "pck_0.05", of=len(ss)) if validate else None,
+                                      extra={**cost, **({"runs": files} if files else {})})
+    runs.extra = {"errors": {d: np.concatenate(e) for d, e in errors.items()}, "predictions": all_preds,
+                  "example_preds": {d: p[0] for d, p in all_preds.items()}, "meta": meta}
+    return runs
 
 
 def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None, split: str = "test",
                       n_eval: int | None = None, baseline: str | None = None, setting: str | None = None,
-                      progress: bool = True, device: str = "auto", precision: str = "auto") -> Runs:
+                      progress: bool = True, device: str = "auto", precision: str = "auto", store=None) -> Runs:
     """Heatmap-model ablation: every arm (``name -> KeypointConfig overrides`` of ``base``) for ``seeds`` seeds on
     the same data, evaluated on the same ``split`` images by PCK in image pixels (every heatmap decoding) and
-    by the seed's heatmap MSE (``heatmap_mse``); arms paired with ``baseline`` (default: the first arm)."""
+    by the seed's heatmap MSE (``heatmap_mse``); arms paired with ``baseline`` (default: the first arm). Runs are read
+    from the run ``store`` first (:func:`obtain_run`); run names ``<arm>_s<seed>``."""
     from .results import Record
 
-    images, gt, _ = keypoint_data(n_eval or base.n_val, split_seed(split), base.hard_fraction)
-    records, models = {}, {}
+    n_eval = n_eval or base.n_val
+    images, gt, _ = keypoint_data(n_eval, split_seed(split), base.hard_fraction)
+    runs = Runs({}, {}, {}, images, gt)
     for name, over in arms.items():
         cfg = dataclasses.replace(base, **over)
-        runs, secs, ss = [], [], list(range(seeds))
-        for s in ss:
-            model, hist = train_keypoint_model("heatmap", cfg, seed=s, run_dir=run_dir, name=f"{name}_s{s}",
-                                               device=device, precision=precision, progress=progress, validate=False)
-            preds = predict_keypoints(model, "heatmap", images, cfg, device=device, precision=precision,
-                                      return_heatmaps=True)
-            r = keypoint_metrics("heatmap", preds, gt)
-            r["heatmap_mse"] = heatmap_mse(preds["heatmaps"], gt, cfg)
-            runs.append(r)
-            secs.append(hist.train_seconds)
-            models[(name, s)] = (model, cfg)
-        records[name] = Record(ss, runs, secs, [cfg.steps * cfg.batch_size] * len(ss), setting=setting)
-    return Runs(_with_baseline(records, baseline or next(iter(arms))), {}, models, images, gt)
+        ss = list(range(seeds))
+        spec = keypoint_spec("heatmap", cfg, split, n_eval, subsets=False, predictions=False, mse=True)
+        per_seed, _, secs, _, files = _keypoint_runs(
+            "heatmap", cfg, ss, run_dir, [f"{name}_s{s}" for s in ss], split, n_eval, False, None, runs, name, spec,
+            progress, device, precision, store)
+        runs.records[name] = Record(ss, per_seed, secs, [cfg.steps * cfg.batch_size] * len(ss), setting=setting,
+                                    extra={"runs": files} if files else {})
+    runs.records = _with_baseline(runs.records, baseline or next(iter(arms)))
+    return runs
+
+
+# ----------------------------------------------------------------------------- the code a run's keys name
+# The training path: the modules whose code decides a run's weights and validation curve, and the functions of this
+# module that glue them together (data streams, batches, model, loss, fit, validation). A change to any of them
+# changes every training key (hwlib.store.training_key); docstrings and comments do not count. The evaluation path:
+# what turns weights into a record's metrics (decoding, matching, AP, PCK, head x size tables).
+TRAINING_PATH = (("boxes.py", "data.py", "detector.py", "keypoints.py", "layers.py", "metrics.py", "train.py"),
+                 ("detection_data", "keypoint_data", "_flip_targets", "detection_batches",
+                  "_train_detector", "keypoint_batches", "_train_keypoint_model", "predict_detector",
+                  "decode_detector_outputs", "filter_confidence", "detection_metrics", "_core", "predict_keypoints",
+                  "heatmap_mse"))
+EVAL_PATH = (("analysis.py", "boxes.py", "data.py", "detector.py", "keypoints.py", "metrics.py"),
+             ("detection_data", "keypoint_data", "predict_detector", "decode_detector_outputs", "filter_confidence",
+              "_core", "detector_metrics", "seed_protocol_preds", "_metrics_of_outputs", "_evaluate_detector",
+              "predict_keypoints", "keypoint_metrics", "keypoint_subsets", "heatmap_mse", "_evaluate_keypoints"))
+
+
+@functools.lru_cache(maxsize=1)
+def training_code() -> str:
+    """Hash of :data:`TRAINING_PATH` (:func:`hwlib.store.code_digest`): the ``code`` of every training key."""
+    from .store import code_digest
+
+    return code_digest(TRAINING_PATH[0], [globals()[f] for f in TRAINING_PATH[1]])
+
+
+@functools.lru_cache(maxsize=1)
+def eval_code() -> str:
+    """Hash of :data:`EVAL_PATH`: the ``code`` of every evaluation spec."""
+    from .store import code_digest
+
+    return code_digest(EVAL_PATH[0], [globals()[f] for f in EVAL_PATH[1]])

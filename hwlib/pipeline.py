@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 from .config import NOTEBOOKS_DIR, PROFILES, REPO_ROOT, REPORT_DIR, load_profile
+from .machine import machine_info
 from .report import atomic_write_text, refresh_macros
 
 HWLIB_DIR = Path(__file__).resolve().parent
@@ -76,24 +76,6 @@ def check_parameters(nb: Path, parameters: dict) -> None:
     unknown = set(parameters) - valid
     if unknown:
         raise ValueError(f"{nb.name}: unknown parameter(s) {sorted(unknown)}; valid parameters: {sorted(valid)}")
-
-
-def machine_info() -> dict:
-    import torch
-
-    from .train import bf16_native, cpu_flags
-
-    model = ""
-    try:
-        model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                      if l.startswith("model name")), "")
-    except OSError:
-        pass
-    flags = cpu_flags()
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "bf16_native": bf16_native(), "amx": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "cuda": torch.cuda.is_available(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
 # which training workload dominates each stage's time (None: data generation and plotting, not scaled)

@@ -372,8 +372,8 @@ def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str 
 
 def _model_class(task: str) -> str:
     """Class name of the model ``task`` trains (what a checkpoint's ``"model"`` records): the entry of
-    :data:`hwlib.evaluate.MODEL_CLASSES` for its task and method."""
-    from .evaluate import MODEL_CLASSES
+    :data:`hwlib.checkpoints.MODEL_CLASSES` for its task and method."""
+    from .checkpoints import MODEL_CLASSES
 
     key = ("detector", None) if _detects(task) else ("keypoint", RECIPES[task]["model"])
     return next(name for name, of in MODEL_CLASSES.items() if of == key)

@@ -69,7 +69,7 @@ def run_machine(run_dir) -> dict:
     """A short description of the machine that trained the run: from the run's ``pipeline.json`` (written by
     :mod:`hwlib.pipeline`; ``report/generated/`` for the ``cpu`` profile, ``<run_dir>/generated/`` for
     the others) when it names this profile, else the machine running the export."""
-    from .pipeline import machine_info
+    from .machine import machine_info
 
     run_dir = Path(run_dir)
     keys = ("cpu", "cores", "threads", "bf16_native", "amx", "torch")
@@ -154,12 +154,32 @@ def export_zoo(run_dir=RUNS_DIR / "cpu", out_dir=REPO_ROOT / "models", names=tup
             manifest[name] = {"file": f"{name}.pt", "sha256": result["sha256"], "config": payload["config"],
                               "test": test, "train_seconds": payload.get("extra", {}).get("train_seconds"),
                               "machine": machine, "model": payload["model"], "source": _rel(run_dir / ZOO[name]),
-                              "test_seed": seed, "n_test": n}
+                              "test_seed": seed, "n_test": n, "training_key": _training_key_of(run_dir / ZOO[name])}
     for name, (data, _) in blobs.items():
         atomic_write_bytes(out_dir / f"{name}.pt", data)
     manifest = to_jsonable({k: manifest[k] for k in ZOO if k in manifest})
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _training_key_of(ckpt: Path) -> str | None:
+    """The training key a checkpoint's ``.key`` file names (written beside it by the experiment layer), or ``None``."""
+    key = ckpt.with_suffix(".key")
+    return key.read_text().strip() if key.exists() else None
+
+
+def zoo_file_of(training_key: str, out_dir=REPO_ROOT / "models") -> Path | None:
+    """The zoo file (``models/<name>.pt``) exported from the run of ``training_key``, or ``None``: how a figure that
+    needs a stored run's weights finds them on a machine that did not train it."""
+    try:
+        manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    for entry in manifest.values() if isinstance(manifest, dict) else ():
+        if isinstance(entry, dict) and entry.get("training_key") == training_key:
+            f = Path(out_dir) / str(entry.get("file", ""))
+            return f if f.is_file() else None
+    return None
 
 
 def main(argv=None) -> int:

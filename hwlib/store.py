@@ -1,0 +1,304 @@
+"""The run store: one small committed JSON file per training run, so that training accumulates.
+
+A run is identified by its **training key**: the sha256 of its task, method, seed, config and a hash of the
+code on the training path (:func:`code_digest` of :data:`hwlib.experiments.TRAINING_PATH`). Its file (``results/runs/<name>.<key[:12]>.json``) holds what the
+notebooks read of it, so that a report can be rebuilt without its weights::
+
+    {"format": 1, "task": "detector" | "keypoint", "method": "detector" | "heatmap" | "regression" | "integral",
+     "name": "02_seed_exact_s0", "seed": 0, "config": {...}, "world_size": 1, "code": "<training code hash>",
+     "training_key": "<sha256>",
+     "machine": {"cpu", "cpu_kind", "threads", "torch", ...}, "device": "cpu" | "cuda: <GPU>", "precision": "bf16",
+     "train_seconds": 596.0, "train_images": 12800, "steps": 1600, "finished": "2026-12-05T22:00:00Z",
+     "history": {...},                        # hwlib.train.History, per-step lists thinned to <= HISTORY_POINTS
+     "evaluations": {"<evaluation key>": {"spec": {...}, "metrics": {...}, "predictions": {name: packed array},
+                                          "machine": {...}, "precision": "bf16"}}}
+
+An **evaluation key** is the sha256 of an evaluation's spec (its kind, split, images, decoding) and a hash of the
+evaluation code (:data:`hwlib.experiments.EVAL_PATH`): a stored run whose evaluation key is stale is evaluated again from its
+local checkpoint, or retrained where there is none.
+
+Where the store is for a profile: :attr:`hwlib.config.Profile.store` (``results/runs/`` for ``cpu`` and ``paper``,
+committed; ``runs/smoke/store/`` for ``smoke``, never committed).
+
+Errors: a file that is truncated or not JSON, written by a newer format, missing a field, hand-edited so that its
+content no longer gives its training key, or two files with one training key and different results: each a
+:class:`StoreError` naming the file(s).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import dataclasses
+import datetime
+import hashlib
+import inspect
+import json
+import re
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import STORE_DIR  # noqa: F401 (the committed store)
+from .report import atomic_write_text, to_jsonable
+
+FORMAT = 1
+HWLIB_DIR = Path(__file__).resolve().parent
+HISTORY_POINTS = 256       # per-step loss points kept in a stored history (evaluations are all kept)
+
+# The training and evaluation paths (the modules, and the functions of hwlib.experiments that glue them) are named
+# in hwlib.experiments (TRAINING_PATH, EVAL_PATH), which hashes them with code_digest and passes the hash in.
+# Config fields added after the store's first format are left out of the training key while they hold the value
+# that reproduces the code before them (so adding an option does not orphan every stored run): {field: value}.
+KEY_NEUTRAL: dict = {}
+REQUIRED = ("format", "task", "method", "name", "seed", "config", "code", "training_key", "history", "evaluations")
+
+
+class StoreError(ValueError):
+    """A store file that cannot be used as it is: the message names the file and what is wrong."""
+
+
+# ----------------------------------------------------------------------------- keys
+def _normalized_source(src: str) -> str:
+    """The parsed code of ``src`` without docstrings (``ast.dump``): comments, docstrings and layout do not count."""
+    tree = ast.parse(src)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
+def code_digest(modules, functions) -> str:
+    """Hash (16 hex digits) of the parsed code (:func:`_normalized_source`) of hwlib's ``modules`` (file names) and of
+    ``functions`` (callables; decorators left out): a docstring or a comment does not change it."""
+    h = hashlib.sha256()
+    for m in modules:
+        h.update(m.encode() + b"\0" + _normalized_source((HWLIB_DIR / m).read_text()).encode() + b"\0")
+    for f in functions:
+        lines = inspect.getsource(f).splitlines()
+        while lines and lines[0].lstrip().startswith("@"):
+            lines = lines[1:]
+        src = _normalized_source(textwrap.dedent("\n".join(lines)))
+        h.update(f.__name__.encode() + b"\0" + src.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def config_dict(cfg, ignore=frozenset()) -> dict:
+    """The config as the key sees it: JSON values, without the fields in ``ignore`` (those the run's training
+    does not read, :meth:`~hwlib.config.KeypointConfig.unread_by`) and without later fields at their neutral value
+    (:data:`KEY_NEUTRAL`)."""
+    d = to_jsonable(dataclasses.asdict(cfg)) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    return {k: v for k, v in d.items()
+            if k not in ignore and not (k in KEY_NEUTRAL and v == to_jsonable(KEY_NEUTRAL[k]))}
+
+
+def training_key(task: str, method: str, cfg, seed: int, code: str, world_size: int = 1,
+                 ignore=frozenset()) -> str:
+    """What makes two runs the same run: task, method, seed, config (:func:`config_dict`), the number of processes
+    it trained in (one: left out) and the training code (``code``, :func:`code_digest`). Machine and precision are not part of
+    it: a run trained on a GPU or another CPU joins the store as the same run (its record says where it trained)."""
+    return _sha(_key_fields(task, method, config_dict(cfg, ignore), seed, world_size, code))
+
+
+def _key_fields(task, method, config: dict, seed, world_size, code) -> dict:
+    out = {"task": task, "method": method, "seed": int(seed), "config": config, "code": code}
+    if world_size != 1:
+        out["world_size"] = int(world_size)
+    return out
+
+
+def evaluation_key(spec: dict) -> str:
+    """The sha256 of an evaluation's spec; the spec names the evaluation code's hash (``"code"``)."""
+    return _sha(spec)
+
+
+# ----------------------------------------------------------------------------- packed arrays
+def pack(t) -> dict:
+    """A float32 array (``Tensor`` or ndarray) as JSON: ``{"dtype", "shape", "zlib_b64"}``; :func:`unpack` is exact."""
+    a = np.ascontiguousarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t),
+                             dtype=np.float32)
+    return {"dtype": "float32", "shape": list(a.shape),
+            "zlib_b64": base64.b64encode(zlib.compress(a.tobytes(), 9)).decode("ascii")}
+
+
+def unpack(d: dict) -> torch.Tensor:
+    if not isinstance(d, dict) or d.get("dtype") != "float32" or "zlib_b64" not in d:
+        raise ValueError(f"not a packed float32 array: {str(d)[:80]}")
+    a = np.frombuffer(zlib.decompress(base64.b64decode(d["zlib_b64"])), dtype=np.float32)
+    return torch.from_numpy(a.reshape(d["shape"]).copy())
+
+
+def thin_history(h: dict, points: int = HISTORY_POINTS) -> dict:
+    """A history dict with its per-step lists (``steps``, ``loss``, ``seconds``) cut to about ``points`` evenly
+    spaced entries and the last; ``evals`` and the totals unchanged."""
+    n = len(h.get("steps", []))
+    if n <= points:
+        return dict(h)
+    idx = sorted(set(np.linspace(0, n - 1, points).round().astype(int).tolist()) | {n - 1})
+    return {**h, **{k: [h[k][i] for i in idx] for k in ("steps", "loss", "seconds") if len(h.get(k, [])) == n}}
+
+
+# ----------------------------------------------------------------------------- files
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """One stored run (the file's dict in ``data``) and where it lives."""
+
+    data: dict
+    path: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return self.data["training_key"]
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    def history(self):
+        from .train import History
+
+        return History.from_dict(self.data["history"])
+
+    def evaluation(self, spec: dict) -> dict | None:
+        """The stored evaluation of ``spec`` (current evaluation code), or ``None``."""
+        return self.data["evaluations"].get(evaluation_key(spec))
+
+    def results(self) -> dict:
+        """The run's outcome, what two copies of one run must agree on: history and every evaluation's metrics."""
+        return {"history": self.data["history"],
+                "evaluations": {k: e.get("metrics") for k, e in self.data["evaluations"].items()}}
+
+
+def validate_record(data, path) -> dict:
+    """``data`` (a parsed store file) checked: format, fields, and that its content gives its training key."""
+    if not isinstance(data, dict):
+        raise StoreError(f"run store file {path} is not a JSON object")
+    fmt = data.get("format")
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise StoreError(f"run store file {path} has format {fmt!r}; this code reads format <= {FORMAT} "
+                         "(written by a newer version of hwlib?)")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise StoreError(f"run store file {path} lacks {missing}")
+    key = _sha(_key_fields(data["task"], data["method"], data["config"], data["seed"], data.get("world_size", 1),
+                           data["code"]))
+    if key != data["training_key"]:
+        raise StoreError(f"run store file {path}: its task, method, seed, config and code give training key "
+                         f"{key[:12]}, not the {str(data['training_key'])[:12]} it records (hand-edited?)")
+    return data
+
+
+def read_record(path) -> RunRecord:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"run store file {path} is truncated or not JSON ({type(e).__name__}: {str(e)[:120]})") from None
+    return RunRecord(validate_record(data, path), path)
+
+
+class RunStore:
+    """The run store in folder ``root``: read on first use, indexed by training key; writes are atomic."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self._index: dict | None = None
+        self._seen = None           # the folder's (file, mtime, size) listing the index was read from
+
+    def _listing(self):
+        if not self.root.exists():
+            return ()
+        return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(self.root.glob("*.json")))
+
+    def __repr__(self) -> str:
+        return f"RunStore({self.root})"
+
+    def _load(self) -> dict:
+        listing = self._listing()
+        if self._index is None or listing != self._seen:       # files added, removed or changed by someone else
+            index: dict = {}
+            for p in sorted(self.root.glob("*.json")) if self.root.exists() else []:
+                rec = read_record(p)
+                other = index.get(rec.key)
+                if other is not None and other.results() != rec.results():
+                    raise StoreError(f"run store files {other.path} and {p} hold the same run (training key "
+                                     f"{rec.key[:12]}) with different results: keep one of them")
+                index.setdefault(rec.key, rec)
+            self._index, self._seen = index, listing
+        return self._index
+
+    def records(self) -> list[RunRecord]:
+        return list(self._load().values())
+
+    def get(self, key: str) -> RunRecord | None:
+        return self._load().get(key)
+
+    def find(self, name: str) -> list[RunRecord]:
+        """Stored runs whose name is ``name`` (several where configs or code differ), newest first."""
+        return sorted((r for r in self._load().values() if r.name == name),
+                      key=lambda r: r.data.get("finished", ""), reverse=True)
+
+    def put(self, data: dict) -> RunRecord:
+        """Write (or replace) the run ``data`` (validated first); returns its record."""
+        data = to_jsonable(data)
+        path = self.root / f"{_slug(data['name'])}.{data['training_key'][:12]}.json"
+        validate_record(data, path)
+        old = self._load().get(data["training_key"])
+        if old is not None and old.path is not None and old.path != path and old.path.exists():
+            old.path.unlink()                                   # the same run under another name: one file
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        rec = RunRecord(data, path)
+        self._index[rec.key] = rec
+        self._seen = self._listing()
+        return rec
+
+    def add_evaluation(self, rec: RunRecord, spec: dict, metrics: dict, predictions: dict | None = None,
+                       machine: dict | None = None, precision: str = "") -> RunRecord:
+        ev = {"spec": spec, "metrics": metrics, "machine": machine or {}, "precision": precision}
+        if predictions:
+            ev["predictions"] = {k: pack(v) for k, v in predictions.items()}
+        data = {**rec.data, "evaluations": {**rec.data["evaluations"], evaluation_key(spec): ev}}
+        return self.put(data)
+
+    def delete(self, key: str) -> None:
+        rec = self._load().pop(key, None)
+        if rec is not None and rec.path is not None and rec.path.exists():
+            rec.path.unlink()
+        self._seen = self._listing()
+
+
+def new_record(task: str, method: str, name: str, cfg, seed: int, history, code: str, world_size: int = 1,
+               ignore=frozenset(), machine: dict | None = None, steps: int | None = None,
+               batch_size: int | None = None) -> dict:
+    """The dict of a freshly finished run (no evaluation yet); ``history`` a :class:`~hwlib.train.History`."""
+    from .machine import machine_record
+
+    h = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    steps = steps if steps is not None else getattr(cfg, "steps", None)
+    config = config_dict(cfg, ignore)
+    return {"format": FORMAT, "task": task, "method": method, "name": name, "seed": int(seed), "config": config,
+            "world_size": int(world_size), "code": code,
+            "training_key": training_key(task, method, cfg, seed, code, world_size, ignore),
+            "machine": machine if machine is not None else machine_record(), "device": h.get("device", ""),
+            "precision": h.get("precision", ""), "train_seconds": float(h.get("train_seconds", float("nan"))),
+            "train_images": int(steps * (batch_size or cfg.batch_size) * world_size) if steps is not None else None,
+            "steps": steps, "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "history": thin_history(h), "evaluations": {}}
+
+
+def size_bytes(root=STORE_DIR) -> int:
+    """Bytes the store's files take on disk."""
+    return sum(p.stat().st_size for p in Path(root).glob("*.json"))

@@ -1,0 +1,183 @@
+"""The run store: read before train, one file per run, keys, clear errors (hwlib.store, hwlib.experiments)."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from hwlib import experiments as ex
+from hwlib import store as st
+from hwlib.config import load_profile
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_profile("smoke")
+
+
+def _count_training(monkeypatch):
+    """Patch the two trainers to count their calls (and still train)."""
+    calls = []
+    det, kpt = ex._train_detector, ex._train_keypoint_model
+
+    def d(cfg, seed, ckpt, name, *a):
+        calls.append(name)
+        return det(cfg, seed, ckpt, name, *a)
+
+    def k(method, cfg, seed, ckpt, name, *a):
+        calls.append(name)
+        return kpt(method, cfg, seed, ckpt, name, *a)
+
+    monkeypatch.setattr(ex, "_train_detector", d)
+    monkeypatch.setattr(ex, "_train_keypoint_model", k)
+    return calls
+
+
+def _detectors(P, store, run_dir=None, **kw):
+    return ex.run_detectors(P.detector, {"baseline": {}, "wide": {"width": 0.5}}, 2, run_dir=run_dir, split="test",
+                            n_eval=8, validate=True, store=store, progress=False, precision="fp32", **kw)
+
+
+def test_stored_runs_are_not_trained_again_and_give_the_same_records(smoke, tmp_path, monkeypatch):
+    calls = _count_training(monkeypatch)
+    first = _detectors(smoke, tmp_path / "store")
+    assert len(calls) == 4
+    files = sorted(p.name for p in (tmp_path / "store").glob("*.json"))
+    assert len(files) == 4
+    calls.clear()
+    again = _detectors(smoke, tmp_path / "store")
+    assert calls == []                                      # nothing trained, nothing loaded
+    assert again.models == {}
+    assert json.dumps(again.to_json(), sort_keys=True) == json.dumps(first.to_json(), sort_keys=True)
+    assert sorted(again.records["baseline"].extra["runs"] + again.records["wide"].extra["runs"]) == files
+    assert again.histories["baseline"][0].evals == first.histories["baseline"][0].evals
+
+
+def test_deleting_one_run_retrains_exactly_that_run(smoke, tmp_path, monkeypatch):
+    calls = _count_training(monkeypatch)
+    _detectors(smoke, tmp_path / "store")
+    victim = next((tmp_path / "store").glob("wide_s1.*.json"))
+    victim.unlink()
+    calls.clear()
+    _detectors(smoke, tmp_path / "store")
+    assert calls == ["wide_s1"]
+    assert len(list((tmp_path / "store").glob("*.json"))) == 4
+
+
+def test_a_new_evaluation_is_made_from_the_checkpoint_not_by_training(smoke, tmp_path, monkeypatch):
+    calls = _count_training(monkeypatch)
+    _detectors(smoke, tmp_path / "store", run_dir=tmp_path / "ckpt")
+    calls.clear()
+    # another evaluation of the same runs (another image count: another evaluation key)
+    runs = ex.run_detectors(smoke.detector, {"baseline": {}, "wide": {"width": 0.5}}, 2, run_dir=tmp_path / "ckpt",
+                            split="test", n_eval=6, validate=True, store=tmp_path / "store", progress=False,
+                            precision="fp32")
+    assert calls == []
+    rec = runs.stored[("baseline", 0)]
+    assert len(rec.data["evaluations"]) == 2
+    # without the checkpoints the stale evaluation needs the weights again: that run is retrained
+    for p in (tmp_path / "ckpt").glob("baseline_s0.*"):
+        p.unlink()
+    ex.run_detectors(smoke.detector, {"baseline": {}}, 1, run_dir=tmp_path / "ckpt", split="test", n_eval=5,
+                     validate=True, store=tmp_path / "store", progress=False, precision="fp32")
+    assert calls == ["baseline_s0"]
+
+
+def test_the_training_key_changes_with_the_config_seed_and_code_only(smoke):
+    cfg, code = smoke.detector, ex.training_code()
+    k = st.training_key("detector", "detector", cfg, 0, code)
+    assert k == st.training_key("detector", "detector", dataclasses.replace(cfg), 0, code)
+    assert k != st.training_key("detector", "detector", dataclasses.replace(cfg, lr=cfg.lr * 2), 0, code)
+    assert k != st.training_key("detector", "detector", cfg, 1, code)
+    assert k != st.training_key("detector", "detector", cfg, 0, "0" * 16)
+    assert k != st.training_key("detector", "detector", cfg, 0, code, world_size=2)
+    kc = smoke.keypoint                       # a field the method does not read leaves its key alone
+    other = dataclasses.replace(kc, regression_lr=0.123)
+    assert (st.training_key("keypoint", "heatmap", kc, 0, code, ignore=kc.unread_by("heatmap"))
+            == st.training_key("keypoint", "heatmap", other, 0, code, ignore=other.unread_by("heatmap")))
+    assert (st.training_key("keypoint", "regression", kc, 0, code, ignore=kc.unread_by("regression"))
+            != st.training_key("keypoint", "regression", other, 0, code, ignore=other.unread_by("regression")))
+
+
+def test_code_hash_ignores_docstrings_and_comments_but_not_code():
+    base = "def f(x):\n    y = x + 1\n    return y\n"
+    same = 'def f(x):\n    """What f does."""\n    # a comment\n    y = x + 1  # another\n\n    return y\n'
+    other = "def f(x):\n    y = x + 2\n    return y\n"
+    assert st._normalized_source(base) == st._normalized_source(same)
+    assert st._normalized_source(base) != st._normalized_source(other)
+    # the training path hashes its functions' code: a function of it swapped for another changes the hash
+    assert st.code_digest((), [ex.detection_batches]) != st.code_digest((), [ex.keypoint_batches])
+    assert st.code_digest(("train.py",), []) != st.code_digest(("data.py",), [])
+
+
+def test_pack_is_exact():
+    t = torch.randn(7, 5, 2) * 100
+    assert torch.equal(st.unpack(st.pack(t)), t)
+    with pytest.raises(ValueError):
+        st.unpack({"dtype": "float16"})
+
+
+def test_thin_history_keeps_evaluations_and_the_last_step():
+    h = {"steps": list(range(1000)), "loss": [float(i) for i in range(1000)], "seconds": list(range(1000)),
+         "evals": [{"step": 500}, {"step": 1000}], "train_seconds": 3.0}
+    t = st.thin_history(h, 100)
+    assert len(t["steps"]) <= 101 and t["steps"][0] == 0 and t["steps"][-1] == 999
+    assert t["loss"] == [float(s) for s in t["steps"]] and t["evals"] == h["evals"]
+    assert st.thin_history({"steps": [1, 2], "loss": [1, 2], "evals": []}) == {"steps": [1, 2], "loss": [1, 2],
+                                                                              "evals": []}
+
+
+@pytest.fixture
+def one_run(smoke, tmp_path):
+    ex.train_detector(dataclasses.replace(smoke.detector, steps=1), name="r_s0", store=tmp_path / "s",
+                      progress=False, precision="fp32", validate=False)
+    return next((tmp_path / "s").glob("*.json"))
+
+
+def test_bad_store_files_get_one_clear_error(one_run, tmp_path):
+    text = one_run.read_text()
+    cases = {
+        "truncated": text[: len(text) // 2],
+        "newer format": text.replace('"format": 1', '"format": 99'),
+        "hand-edited config": text.replace('"lr": 0.002', '"lr": 0.004'),
+        "missing field": json.dumps({k: v for k, v in json.loads(text).items() if k != "history"}),
+    }
+    for what, bad in cases.items():
+        one_run.write_text(bad)
+        with pytest.raises(st.StoreError, match=one_run.name):
+            st.RunStore(one_run.parent).records()
+    one_run.write_text(text)
+    assert len(st.RunStore(one_run.parent).records()) == 1
+
+
+def test_two_files_of_one_run_with_different_results_are_an_error(one_run):
+    data = json.loads(one_run.read_text())
+    copy = one_run.with_name("copy." + one_run.name)
+    copy.write_text(json.dumps(data))                       # an identical copy is the same run: fine
+    assert len(st.RunStore(one_run.parent).records()) == 1
+    data["history"]["train_seconds"] += 1.0
+    copy.write_text(json.dumps(data))
+    with pytest.raises(st.StoreError, match="different results"):
+        st.RunStore(one_run.parent).records()
+
+
+def test_keypoint_predictions_round_trip_through_the_store(smoke, tmp_path, monkeypatch):
+    calls = _count_training(monkeypatch)
+    kw = dict(split="test", n_eval=6, validate=True, store=tmp_path / "s", progress=False, precision="fp32")
+    first = ex.run_keypoint_methods(smoke.keypoint, ("heatmap", "regression"), 1, **kw)
+    calls.clear()
+    again = ex.run_keypoint_methods(smoke.keypoint, ("heatmap", "regression"), 1, **kw)
+    assert calls == []
+    for d, p in first.extra["predictions"].items():
+        assert torch.equal(again.extra["predictions"][d][0], p[0])
+    no_timing = lambda r: {m: {k: v for k, v in x.items() if k != "infer_ms"} for m, x in r.to_json().items()}  # noqa: E731
+    assert json.dumps(no_timing(again), sort_keys=True) == json.dumps(no_timing(first), sort_keys=True)
+
+
+def test_weights_of_a_stored_run_without_checkpoint_or_zoo_entry_name_the_run(smoke, tmp_path):
+    runs = _detectors(smoke, tmp_path / "store")
+    again = _detectors(smoke, tmp_path / "store")
+    assert isinstance(runs.model("baseline", 0), torch.nn.Module)        # trained in this process
+    with pytest.raises(st.StoreError, match="baseline_s0"):
+        again.model("baseline", 0)
