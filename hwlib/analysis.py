@@ -199,3 +199,18 @@ def data_statistics(targets, keypoint_meta: dict | None = None, buckets=SIZE_BUC
         "kp_ambiguous_share": share(np.asarray(keypoint_meta["ambiguous"])),
         "kp_hand_distance_median": float(np.median(np.asarray(keypoint_meta["hand_distance"], dtype=float))),
     }
+
+
+def tp_table_of_record(metrics: dict, targets, protocol: str = "seed", boundaries=SIZE_BUCKETS) -> dict:
+    """The :func:`head_bucket_table` of one run rebuilt from its record's metrics (``tp_share_<protocol>``,
+    ``recall_<protocol>``, :func:`hwlib.experiments.detector_metrics`) and the ground truth it was scored on, without
+    its weights: ``tp = share x n_gt`` (exact: the shares are integer counts divided by ``max(n_gt, 1)``).
+
+    Returns:
+        ``{"tp": int [3, 3], "recall": [3], "n_gt": [3]}``.
+    """
+    n_gt = np.bincount(size_bucket(np.concatenate(_gt_sizes(targets)) if len(targets) else np.zeros(0), boundaries),
+                       minlength=3)
+    share = np.asarray(metrics[f"tp_share_{protocol}"], dtype=float)
+    tp = np.rint(share * np.maximum(n_gt, 1)[None, :]).astype(np.int64)
+    return {"tp": tp, "recall": np.asarray(metrics[f"recall_{protocol}"], dtype=float), "n_gt": n_gt}

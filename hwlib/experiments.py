@@ -224,6 +224,16 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
     return hist, evs, model, rec
 
 
+def stored_run(task: str, method: str, cfg, seed: int, store, world_size: int = 1):
+    """The stored run of this task, method (``"detector"`` for detectors), config and seed under the current
+    training code, or ``None``; nothing is trained."""
+    from .store import training_key
+
+    st = _as_store(store)
+    ignore = cfg.unread_by(method) if task == "keypoint" else frozenset()
+    return st.get(training_key(task, method, cfg, seed, training_code(), world_size, ignore)) if st else None
+
+
 def _unpacked(ev: dict, unpack) -> dict:
     out = {"metrics": ev["metrics"]}
     if "predictions" in ev:

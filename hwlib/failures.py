@@ -173,36 +173,34 @@ class FailureAnalysis:
         }
 
 
-def failure_analysis(run_dir, methods=("heatmap", "regression", "integral"), seeds=range(3), n: int = 1000,
-                     data_seed: int | None = None, tau: float = 0.05, hard_fraction: float = 0.2,
-                     **runtime) -> FailureAnalysis:
-    """Evaluate notebook 04's keypoint checkpoints of every seed on the test figures and classify failures.
+def failure_analysis(predictions: dict, seeds, n: int = 1000, data_seed: int | None = None, tau: float = 0.05,
+                     hard_fraction: float = 0.2, methods=("heatmap", "regression", "integral")) -> FailureAnalysis:
+    """Classify failures of every seed's headline predictions on the test figures.
 
-    For every seed ``s`` and method, loads ``<run_dir>/04_<method>_s<s>.pt``
-    (:func:`hwlib.experiments.load_keypoint_model`), predicts with its headline decoding
-    (:func:`hwlib.keypoints.headline_decoding`) and compares the first method (the heatmap) with each of
-    the others through :func:`hwlib.analysis.failure_types`.
+    For every seed ``s``, the first method's (the heatmap's) predictions of seed ``s`` are compared with each other
+    method's of seed ``s`` through :func:`hwlib.analysis.failure_types`.
 
     Args:
-        run_dir (str or Path): folder of the checkpoints.
-        methods (tuple[str]): the reference method first, then the methods it is compared with.
-        seeds (iterable[int]): training seeds of the checkpoints.
+        predictions: ``{decoding: [Tensor[N, K, 2] per seed]}`` (x, y) image px, as
+            :func:`hwlib.experiments.run_keypoint_methods` returns them (``Runs.extra["predictions"]``, read from the
+            run store); each method's headline decoding (:func:`hwlib.keypoints.headline_decoding`) is used.
+        seeds (iterable[int]): the training seeds, one per entry of each list.
         n (int): number of test figures.
         data_seed (int, optional): seed of the test figures; default :data:`hwlib.experiments.TEST_SEED`.
         tau (float): normalized-error threshold of a correct keypoint.
         hard_fraction (float): share of hard poses among the test figures.
-        **runtime: ``device`` and ``precision`` for :func:`hwlib.experiments.predict_keypoints`.
+        methods (tuple[str]): the reference method first, then the methods it is compared with.
 
     Returns:
         FailureAnalysis: per-seed types and counts (per keypoint and per figure; a figure counts as type
         X if any of its keypoints is type X), mean and std over seeds, attribute rates over all seeds
-        pooled, and seed 0's predictions. The test figures are not stored: rebuild them with
+        pooled, and the first seed's predictions. The test figures are not stored: rebuild them with
         :func:`hwlib.experiments.keypoint_data` ``(n, data_seed, hard_fraction)``.
 
     Raises:
-        CheckpointError: a missing or unreadable checkpoint (the message names it).
+        ValueError: a method's headline decoding is missing, or a list's length is not the number of seeds.
     """
-    from .experiments import TEST_SEED, keypoint_data, load_keypoint_model, predict_keypoints
+    from .experiments import TEST_SEED, keypoint_data
     from .keypoints import headline_decoding
     from .metrics import keypoint_errors
 
@@ -212,17 +210,15 @@ def failure_analysis(run_dir, methods=("heatmap", "regression", "integral"), see
     ref, others = methods[0], methods[1:]
     out = FailureAnalysis(tau=tau, seeds=seeds, n_samples=len(images),
                           decodings={m: headline_decoding(m) for m in methods})
+    for m, d in out.decodings.items():
+        if len(predictions.get(d, [])) != len(seeds):
+            raise ValueError(f"failure analysis needs {len(seeds)} seeds of {m}'s {d} predictions, "
+                             f"got {len(predictions.get(d, []))}")
     types = {o: [] for o in others}
-    for seed in seeds:
-        err = {}
-        for method in methods:
-            model, stored, cfg = load_keypoint_model(Path(run_dir) / f"04_{method}_s{seed}.pt")
-            if stored != method:
-                raise ValueError(f"04_{method}_s{seed}.pt holds a {stored} model, not {method}")
-            pred = predict_keypoints(model, method, images, cfg, **runtime)[out.decodings[method]]
-            err[method] = keypoint_errors(pred, kps).numpy()
-            if seed == seeds[0]:
-                out.predictions[method] = pred
+    for i, seed in enumerate(seeds):
+        err = {m: keypoint_errors(predictions[d][i], kps).numpy() for m, d in out.decodings.items()}
+        if i == 0:
+            out.predictions = {m: predictions[d][0] for m, d in out.decodings.items()}
         for o in others:
             types[o].append(failure_types(err[ref], err[o], tau))
     out.types = types

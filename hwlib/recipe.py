@@ -336,7 +336,7 @@ def train_arm(task: str, arm: str, seed: int, run_dir=None, profile: str = "cpu"
     """Train (or load, when finished) one seed of one arm, with validation; returns its ``History``. Runs of one
     study are independent, so several can train at once (``--train``: one process per run, on a GPU)."""
     cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
-    return _train(task, cfg, seed, ckpt, progress, reuse=True)
+    return _train(task, cfg, seed, ckpt, progress, reuse=True, store=_store(profile, run_dir))
 
 
 def _train(task: str, cfg, seed: int, ckpt: Path, progress: bool, **kwargs):
@@ -352,13 +352,18 @@ def _train(task: str, cfg, seed: int, ckpt: Path, progress: bool, **kwargs):
 
 
 def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str = "cpu"):
-    """The validation history of a finished run of this arm's config, read from the JSON files training writes beside
-    its checkpoint (``<name>.json``: config and last step; ``<name>.history.json``), or ``None``. The study needs only
-    the curve, so a run trained on another machine counts with these two files alone, without its weights."""
-    from .experiments import _history_path, finished_meta
+    """The validation history of a finished run of this arm's config, or ``None``: from the profile's run store
+    (:mod:`hwlib.store`), else from the JSON files training writes beside its checkpoint (``<name>.json``: config and
+    last step; ``<name>.history.json``). The study needs only the curve, so a run trained on another machine counts
+    with its store file, or these two files, without its weights."""
+    from .experiments import _history_path, finished_meta, stored_run
     from .train import History
 
     cfg, ckpt = arm_config(task, arm, base_config(task, profile)), _run_path(task, arm, seed, run_dir)
+    method = "detector" if _detects(task) else RECIPES[task]["model"]
+    rec = stored_run("detector" if _detects(task) else "keypoint", method, cfg, seed, _store(profile, run_dir))
+    if rec is not None:
+        return rec.history()
     side, hist = ckpt.with_suffix(".json"), _history_path(ckpt)
     if not (side.exists() and hist.exists()):
         return None
@@ -368,6 +373,12 @@ def recorded_history(task: str, arm: str, seed: int, run_dir=None, profile: str 
         return None
     h = History.from_dict(json.loads(hist.read_text()))
     return h if h.evals and h.evals[-1].get("step") == steps else None     # not a log left by an earlier run
+
+
+def _store(profile: str, run_dir=None) -> Path:
+    """Where the study's runs are recorded: the profile's run store (``results/runs/`` for ``cpu``), or
+    ``<run_dir>/store`` for runs kept in a folder of their own (``--run-dir``)."""
+    return Path(run_dir) / "store" if run_dir is not None else load_profile(profile).store
 
 
 def _model_class(task: str) -> str:

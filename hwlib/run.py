@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     out = args.out or P.run_dir / "cli"
     name = f"{args.model}_s{args.seed}"
     common = dict(seed=args.seed, run_dir=out, name=name, device=P.device, precision=P.precision,
-                  progress=rank == 0, validate=not args.no_validate)
+                  progress=rank == 0, validate=not args.no_validate, store=P.store)
     if args.model in ("detector", "rf_aware"):
         cfg = P.detector if args.model == "detector" else dataclasses.replace(P.detector, head=P.rf_aware_head)
         if args.steps:

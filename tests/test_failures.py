@@ -111,32 +111,19 @@ def test_attribute_rates_pool_seeds():
 
 
 # ----------------------------------------------------------------------------- seed loop with fake models
-def test_failure_analysis_loads_every_seed(monkeypatch, tmp_path):
+def test_failure_analysis_compares_seed_with_seed():
     import hwlib.experiments as ex
 
     n = 6
     images, kps, meta = ex.keypoint_data(n, ex.TEST_SEED, 0.2)
-    loaded = []
     # offsets (px) of each method's predictions per seed: big offsets are wrong at tau=0.05
     offset = {("heatmap", 0): 0.0, ("regression", 0): 50.0, ("integral", 0): 0.0,
               ("heatmap", 1): 50.0, ("regression", 1): 0.0, ("integral", 1): 50.0}
-
-    def fake_load(path):
-        name = path.name                      # 04_<method>_s<seed>.pt
-        method, seed = name[3:-3].rsplit("_s", 1)
-        loaded.append(name)
-        return (method, int(seed)), method, None
-
-    def fake_predict(model, method, imgs, cfg, **runtime):
-        assert runtime == {"device": "cpu"}
-        p = kps + offset[model]
-        key = "heatmap_dark" if method == "heatmap" else method
-        return {key: p, "heatmap_argmax": p + 100.0}
-
-    monkeypatch.setattr(ex, "load_keypoint_model", fake_load)
-    monkeypatch.setattr(ex, "predict_keypoints", fake_predict)
-    r = failures.failure_analysis(tmp_path, seeds=range(2), n=n, tau=0.05, device="cpu")
-    assert sorted(loaded) == sorted(f"04_{m}_s{s}.pt" for m in ("heatmap", "regression", "integral") for s in (0, 1))
+    preds = {"heatmap_dark": [kps + offset[("heatmap", s)] for s in (0, 1)],
+             "heatmap_argmax": [kps + 100.0] * 2,                       # not the headline decoding: unused
+             "regression": [kps + offset[("regression", s)] for s in (0, 1)],
+             "integral": [kps + offset[("integral", s)] for s in (0, 1)]}
+    r = failures.failure_analysis(preds, seeds=range(2), n=n, tau=0.05)
     assert r.decodings == {"heatmap": "heatmap_dark", "regression": "regression", "integral": "integral"}
     c = r.counts["regression"]["per_seed"]
     assert c[0]["keypoints"]["A"] == n * 5 and c[1]["keypoints"]["B"] == n * 5
@@ -147,6 +134,8 @@ def test_failure_analysis_loads_every_seed(monkeypatch, tmp_path):
     assert res["counts"]["regression"] == {"A": n * 2.5, "B": n * 2.5, "C": 0.0, "ok": 0.0}
     assert res["n_samples"] == n and res["seeds"] == 2 and res["eval_split"] == "test"
     assert set(res) >= {"tau", "counts", "counts_std", "counts_per_keypoint", "counts_per_figure", "rates"}
+    with pytest.raises(ValueError, match="2 seeds of integral"):
+        failures.failure_analysis({**preds, "integral": preds["integral"][:1]}, seeds=range(2), n=n)
     header, rows = table_rows(r)
     body = [row for row in rows if row != "midrule"]
     assert len(body) == 8 and all(len(row) == len(header) == 4 + len(KEYPOINT_NAMES) for row in body)

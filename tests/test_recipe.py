@@ -109,40 +109,48 @@ def test_a_control_that_is_not_an_arm_is_refused(tiny):
 
 
 def test_runs_trained_one_by_one_elsewhere_join_the_study_without_their_weights(tiny, tmp_path):
-    """``--train`` trains one run and writes nothing else; a run counts from its two JSON files alone (trained on a
-    GPU, weights left there), and the record names a device that is not a CPU."""
+    """``--train`` trains one run and records it in the run store; a run counts from its store file alone (trained on
+    a GPU, weights left there: merging is copying files), and the record names a device that is not a CPU. Without a
+    store file, the two JSON files written beside a checkpoint still count."""
     import json
+    import shutil
 
     runs, out = tmp_path / "runs", tmp_path / "out"
     for s in (0, 1):
         assert recipe.main(["--task", "heatmap", "--train", "batch 8", "--seed", str(s), "--profile", "smoke",
                             "--run-dir", str(runs), "--out", str(out)]) == 0
     assert not out.exists() and not (runs / "heatmap_base_s0.json").exists()      # no control, no record written
-    for s in (0, 1):
-        (runs / f"heatmap_batch_8_s{s}.pt").unlink()                               # the weights stayed elsewhere
-        h = runs / f"heatmap_batch_8_s{s}.history.json"
-        logged = json.loads(h.read_text())
-        assert logged["device"] == "cpu"                                           # fit records where it trained
-        h.write_text(json.dumps({**logged, "device": "cuda: Some GPU"}))
+    stored = sorted((runs / "store").glob("heatmap_batch_8_s*.json"))
+    assert len(stored) == 2
+    elsewhere = tmp_path / "elsewhere"                                             # the GPU machine's copy
+    shutil.move(str(runs), str(elsewhere))
+    (runs / "store").mkdir(parents=True)
+    for f in (elsewhere / "store").glob("*.json"):                                 # only the store files come back
+        data = json.loads(f.read_text())
+        assert data["device"] == "cpu" and data["history"]["device"] == "cpu"      # where it trained
+        data["history"]["device"] = data["device"] = "cuda: Some GPU"
+        (runs / "store" / f.name).write_text(json.dumps(data))
     h0 = recipe.recorded_history("heatmap", "batch 8", 0, runs, "smoke")
     assert h0 is not None and h0.device == "cuda: Some GPU"
     assert recipe.recorded_history("heatmap", "base", 0, runs, "smoke") is None    # never trained
     records, _ = recipe.run_recipe("heatmap", arms=["batch 8"], seeds=2, run_dir=runs, profile="smoke", progress=False)
-    assert not (runs / "heatmap_batch_8_s0.pt").exists()                           # loaded from the JSON, not retrained
+    assert not (runs / "heatmap_batch_8_s0.pt").exists()                           # read from the store, not retrained
     assert records["batch 8"].setting.endswith("trained on cuda: Some GPU")
     assert "trained on" not in records["base"].setting                             # the control trained on a CPU
-    # not this arm's finished run: another config, another model class, an intermediate step, an earlier run's log
-    side, hist = runs / "heatmap_batch_8_s0.json", runs / "heatmap_batch_8_s0.history.json"
+    # no store file: the JSON files beside a checkpoint, only where they are this arm's finished run
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    for suffix in (".json", ".history.json"):
+        shutil.copy(elsewhere / f"heatmap_batch_8_s0{suffix}", legacy / f"heatmap_batch_8_s0{suffix}")
+    assert recipe.recorded_history("heatmap", "batch 8", 0, legacy, "smoke") is not None
+    side, hist = legacy / "heatmap_batch_8_s0.json", legacy / "heatmap_batch_8_s0.history.json"
     meta, log = json.loads(side.read_text()), json.loads(hist.read_text())
     for bad_meta, bad_log in (({**meta, "config": {"batch_size": 4}}, log), ({**meta, "model": "RegressionNet"}, log),
                               ({**meta, "extra": {**meta["extra"], "step": 2}}, log),
                               (meta, {**log, "evals": log["evals"][:1]})):
         side.write_text(json.dumps(bad_meta))
         hist.write_text(json.dumps(bad_log))
-        assert recipe.recorded_history("heatmap", "batch 8", 0, runs, "smoke") is None
-    side.write_text(json.dumps(meta))
-    hist.write_text(json.dumps(log))
-    assert recipe.recorded_history("heatmap", "batch 8", 0, runs, "smoke") is not None
+        assert recipe.recorded_history("heatmap", "batch 8", 0, legacy, "smoke") is None
     assert recipe.main(["--task", "heatmap", "--train", "nope", "--profile", "smoke", "--run-dir", str(runs)]) == 2
 
 
