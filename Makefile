@@ -13,7 +13,7 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=429
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report report-smoke pdf test test-unit test-slow test-nb bench lab readme clean notebooks-outputs
+.PHONY: help setup report report-smoke pdf test test-unit test-slow test-nb bench lab readme verify clean notebooks-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-13s %s\n", $$1, $$2}'
@@ -36,8 +36,8 @@ setup: $(VENV)/.installed ## create .venv, install pinned requirements + hwlib (
 	  fi; \
 	fi
 
-report: setup ## run every notebook at PROFILE (default cpu) and build report/report.pdf
-	$(PY) -m hwlib.pipeline --profile $(PROFILE) --pdf
+report: setup ## rebuild every notebook at PROFILE (default cpu) from the run store and build report/report.pdf (RETRAIN=1: train every run again)
+	$(PY) -m hwlib.pipeline --profile $(PROFILE) --pdf $(if $(RETRAIN),--retrain)
 
 report-smoke: setup ## the same at the smoke profile, into runs/smoke/ (what CI builds)
 	$(PY) -m hwlib.pipeline --profile smoke --pdf
@@ -65,7 +65,10 @@ lab: setup ## JupyterLab on the venv kernel
 readme: ## regenerate the README results table from report/generated/
 	$(PY) -m hwlib.readme
 
-clean: ## remove runs/ and LaTeX build files (keeps the committed results)
+verify: setup ## retrain stored runs and compare with their records (RUNS="02_seed_exact_s0 04_heatmap_s0", or SAMPLE=K)
+	$(PY) -m hwlib.verify $(RUNS) $(if $(SAMPLE),--sample $(SAMPLE))
+
+clean: ## remove runs/ and LaTeX build files (keeps the committed results and the run store)
 	rm -rf runs report/build
 
 notebooks-outputs: setup ## re-execute the notebooks in place at smoke (their stored outputs are what nbval checks)

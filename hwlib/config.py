@@ -15,6 +15,7 @@ profiles write under ``runs/<profile>/`` so that tests never touch a committed f
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -208,11 +209,22 @@ class Profile:
         return STORE_DIR if self.name != "smoke" else self.run_dir / "store"
 
     @property
+    def shard_dir(self) -> Path | None:
+        """Where a worker shard (``HWLIB_SHARD=i/N``, ``i > 0``) writes figures and numbers: its own folder, so that
+        only shard 0 writes the profile's outputs."""
+        shard = os.environ.get("HWLIB_SHARD", "")
+        return self.run_dir / f"shard-{shard.split('/')[0]}" if shard and not shard.startswith("0/") else None
+
+    @property
     def figures_dir(self) -> Path:
+        if self.shard_dir is not None:
+            return self.shard_dir / "figures"
         return REPO_ROOT / "figures" if self.committed else self.run_dir / "figures"
 
     @property
     def generated_dir(self) -> Path:
+        if self.shard_dir is not None:
+            return self.shard_dir / "generated"
         return REPORT_DIR / "generated" if self.committed else self.run_dir / "generated"
 
 

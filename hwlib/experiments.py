@@ -115,6 +115,41 @@ def _retrain_default() -> bool:
     return os.environ.get(RETRAIN_ENV, "0") == "1"
 
 
+SHARD_ENV = "HWLIB_SHARD"                # "i/N": this process trains the missing runs of shard i of N (hwlib.pipeline)
+SHARD_WAIT_ENV = "HWLIB_SHARD_WAIT"      # seconds to wait for another shard's run (default: a day)
+
+
+def shard_of(key: str, n: int) -> int:
+    """The shard (0 .. n - 1) that trains the run of training key ``key`` when the missing runs are split n ways."""
+    return int(key[:12], 16) % n
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; anything else is a ``ValueError`` that says what is expected."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"a shard is 'i/N' with integers 0 <= i < N, got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"a shard is 'i/N' with 0 <= i < N, got {text!r}")
+    return i, n
+
+
+def _wait_for_shard(st, key: str, name: str, owner: int, n: int):
+    """Block until the run store ``st`` holds training key ``key`` (trained by shard ``owner``); return its record."""
+    import time
+
+    limit = float(os.environ.get(SHARD_WAIT_ENV, 86400))
+    t0 = time.monotonic()
+    print(f"{name}: shard {owner}/{n}'s run; waiting for its store file", flush=True)
+    while (rec := st.get(key)) is None:
+        if time.monotonic() - t0 > limit:
+            raise TimeoutError(f"{name}: shard {owner}/{n} has not written this run to {st.root} within {limit:.0f} s "
+                               f"({SHARD_WAIT_ENV}); is that shard running, on this store folder?")
+        time.sleep(min(10.0, max(0.05, limit / 20)))
+    return rec
+
+
 def _key_path(ckpt: Path) -> Path:
     return ckpt.with_suffix(".key")
 
@@ -162,7 +197,9 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
     or missing evaluation is evaluated from its local checkpoint; otherwise the finished local checkpoint of this
     run is used (:func:`_local_run`), or it is trained (``train() -> (model, History)``). Every new run and every new
     evaluation is written to the store at once (only by rank 0 of a distributed run). With ``HWLIB_RETRAIN=1`` a
-    stored run is trained again and its file replaced.
+    stored run is trained again and its file replaced. With ``HWLIB_SHARD=i/N`` (``python -m hwlib.pipeline --shard``)
+    a missing run of another shard (:func:`shard_of`) is not trained here: this process waits until that shard's
+    process has written it to the same store folder (its checkpoint too, where an evaluation must be made here).
 
     Args:
         build: ``() -> model`` (untrained, for loading weights); train: ``() -> (model, History)``.
@@ -190,6 +227,15 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
         if all(e is not None for e in evs) and not need_model:
             return rec.history(), [_unpacked(e, unpack) for e in evs], None, rec
     local = None if retrain else _local_run(ckpt, cfg, steps, validate, key, build, ignore, reuse or rec is not None)
+    shard = os.environ.get(SHARD_ENV)
+    if rec is None and local is None and st is not None and shard:
+        i, n = parse_shard(shard)
+        if shard_of(key, n) != i:                          # another shard trains it: wait for its record
+            rec = _wait_for_shard(st, key, name, shard_of(key, n), n)
+            evs = [rec.evaluation(s) for s in specs]
+            if all(e is not None for e in evs) and not need_model:
+                return rec.history(), [_unpacked(e, unpack) for e in evs], None, rec
+            local = _local_run(ckpt, cfg, steps, validate, key, build, ignore, True)
     if local is not None:
         model, hist = local
         print(f"{name}: finished run found ({Path(ckpt).name}, step {steps}), loaded instead of retrained", flush=True)

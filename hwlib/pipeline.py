@@ -33,7 +33,7 @@ from .report import atomic_write_text, refresh_macros
 
 HWLIB_DIR = Path(__file__).resolve().parent
 # modules no notebook imports: changing them does not change any stage's results
-NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py", "recipe.py", "run.py", "zoo.py"}
+NOT_IN_NOTEBOOKS = {"pipeline.py", "bench.py", "readme.py", "recipe.py", "run.py", "verify.py"}
 
 
 def notebooks() -> list[Path]:
@@ -58,8 +58,11 @@ def notebook_source(nb: Path) -> str:
 
 
 def stage_keys(profile: str, parameters: dict) -> dict[str, str]:
-    """A key per stage: its notebook's sources + hwlib sources + parameters + the previous stage's key."""
-    code = _digest(sorted(p for p in HWLIB_DIR.glob("*.py") if p.name not in NOT_IN_NOTEBOOKS))
+    """A key per stage: its notebook's sources + hwlib sources + the run store's files (a run added from another
+    machine makes the stages stale) + parameters + the previous stage's key."""
+    store = load_profile(profile, **parameters.get("overrides", {})).store
+    code = _digest(sorted(p for p in HWLIB_DIR.glob("*.py") if p.name not in NOT_IN_NOTEBOOKS)
+                   + sorted(store.glob("*.json")))
     keys, prev = {}, ""
     for nb in notebooks():
         prev = hashlib.sha256(f"{notebook_source(nb)}|{code}|{profile}|{json.dumps(parameters, sort_keys=True)}|{prev}"
@@ -221,7 +224,7 @@ def _fmt_duration(seconds: float) -> str:
 
 def run_notebooks(profile: str, force: bool = False, timeout: int | None = None, overrides: dict | None = None,
                   start: str | None = None, verbose: bool = True, only: str | None = None, accept: bool = False,
-                  probe: bool | None = None) -> dict:
+                  probe: bool | None = None, retrain: bool = False, shard: str | None = None) -> dict:
     """Execute every stage not already up to date; return the pipeline record.
 
     ``start`` (a stage prefix such as ``"04"``) reruns that stage and every later one, and accepts the
@@ -229,6 +232,15 @@ def run_notebooks(profile: str, force: bool = False, timeout: int | None = None,
     leaves the others' records alone. ``accept`` runs nothing: it marks every stage that has run before as
     up to date with the current code (for a change known not to alter any result). ``verbose`` streams
     each notebook's output (training progress bars included) to the terminal.
+
+    Every run is read from the profile's run store (:mod:`hwlib.store`) before anything is trained, so a stage whose
+    runs are all stored trains nothing; ``retrain`` (``make report RETRAIN=1``) trains every run again and replaces
+    its store file (it implies ``force``). ``pipeline.json`` records the store's runs before and after.
+
+    ``shard`` (``"i/N"``, ``--shard``) splits the missing runs over N processes that share the store folder (several
+    processes on one GPU, a job array on a cluster's shared disk): each trains the runs of its shard
+    (:func:`hwlib.experiments.shard_of`) and waits for the others'; shard 0 writes the profile's figures and numbers,
+    the others write theirs under ``runs/<profile>/shard-<i>/``.
 
     Before the first stage it runs, the pipeline probes this CPU's training speed (:func:`probe_speed`; by
     default for every profile but ``smoke``, whose stages are too short to scale) and prints the expected
@@ -246,17 +258,31 @@ def run_notebooks(profile: str, force: bool = False, timeout: int | None = None,
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    if shard is not None:
+        from .experiments import SHARD_ENV, parse_shard
+
+        parse_shard(shard)
+        os.environ[SHARD_ENV] = shard
     P = load_profile(profile, **(overrides or {}))
     parameters = {"profile": profile, "overrides": overrides or {}}
-    out_dir = P.run_dir / "notebooks"
+    own = P.shard_dir or P.run_dir                 # a worker shard keeps its executed notebooks and state apart
+    out_dir = own / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path = P.run_dir / "pipeline_state.json"
+    state_path = own / "pipeline_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() and not force else {}
     # within a stage, a model whose training already finished with the same config (a killed or timed-out run)
     # is loaded, not retrained; --force retrains everything
-    from .experiments import REUSE_ENV
+    from .experiments import RETRAIN_ENV, REUSE_ENV
+    from .store import RunStore, size_bytes
 
+    force = force or retrain
     os.environ[REUSE_ENV] = "0" if force else "1"
+    os.environ[RETRAIN_ENV] = "1" if retrain else "0"
+    runs_before = len(RunStore(P.store).records())
+    print(f"run store {P.store.relative_to(REPO_ROOT) if P.store.is_relative_to(REPO_ROOT) else P.store}: "
+          f"{runs_before} runs ({size_bytes(P.store) / 1e6:.1f} MB); "
+          + ("every run is trained again (--retrain)" if retrain else "only runs missing from it are trained"),
+          flush=True)
     keys = stage_keys(profile, parameters)
     record_path = P.generated_dir / "pipeline.json"
     recorded = json.loads(record_path.read_text()).get("stages", {}) if record_path.exists() else {}
@@ -329,7 +355,10 @@ def run_notebooks(profile: str, force: bool = False, timeout: int | None = None,
         vs = f"; estimate {est:.0f} s, {seconds / est - 1:+.0%}" if est else ""
         print(f"[{i}/{len(nbs)}] {name}: done in {seconds:.0f} s{vs} (pipeline {time.perf_counter() - t_all:.0f} s)",
               flush=True)
-    record = {"profile": profile, "stages": stages, "total_seconds": sum(stages.values()), "machine": machine_info()}
+    record = {"profile": profile, "stages": stages, "total_seconds": sum(stages.values()), "machine": machine_info(),
+              "wall_seconds": time.perf_counter() - t_all,
+              "store": {"runs_before": runs_before, "runs_after": len(RunStore(P.store).records()),
+                        "megabytes": size_bytes(P.store) / 1e6, "retrain": retrain}}
     # per stage: the estimate made before it ran and the machine that ran it (a stage not rerun keeps its own;
     # one recorded before machines were, gets the speed of its machine from that machine's benchmark)
     record["stage_machines"], record["estimates"] = {}, {}
@@ -478,6 +507,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default cpu)")
     ap.add_argument("--force", action="store_true", help="rerun every stage")
+    ap.add_argument("--shard", metavar="I/N", help="train only shard I of N of the missing runs (N processes sharing "
+                    "the run store; the others' runs are waited for)")
+    ap.add_argument("--retrain", action="store_true",
+                    help="train every run again, ignoring (and replacing) the run store's records; implies --force")
     ap.add_argument("--from", dest="start", metavar="NN", help="rerun from stage NN (e.g. 04) on, keeping earlier stages")
     ap.add_argument("--only", metavar="NN", help="run only stage NN")
     ap.add_argument("--accept", action="store_true",
@@ -495,7 +528,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if not args.pdf_only:
         run_notebooks(args.profile, args.force, args.timeout, start=args.start, verbose=not args.quiet,
-                      only=args.only, accept=args.accept, probe=args.probe)
+                      only=args.only, accept=args.accept, probe=args.probe, retrain=args.retrain,
+                      shard=args.shard)
         if load_profile(args.profile).committed:
             from .readme import update_readme
 

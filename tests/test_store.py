@@ -181,3 +181,30 @@ def test_weights_of_a_stored_run_without_checkpoint_or_zoo_entry_name_the_run(sm
     assert isinstance(runs.model("baseline", 0), torch.nn.Module)        # trained in this process
     with pytest.raises(st.StoreError, match="baseline_s0"):
         again.model("baseline", 0)
+
+
+def test_shards_split_the_missing_runs_and_wait_for_each_other(smoke, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="i/N"):
+        ex.parse_shard("2/2")
+    with pytest.raises(ValueError, match="i/N"):
+        ex.parse_shard("a/b")
+    keys = [f"{i:012x}" + "0" * 52 for i in range(12)]
+    assert sorted({ex.shard_of(k, 3) for k in keys}) == [0, 1, 2]
+    cfg = dataclasses.replace(smoke.detector, steps=1)
+    key = st.training_key("detector", "detector", cfg, 0, ex.training_code())
+    owner = ex.shard_of(key, 2)
+    kw = dict(name="r_s0", store=tmp_path / "s", progress=False, precision="fp32", validate=False)
+    monkeypatch.setenv("HWLIB_SHARD", f"{1 - owner}/2")
+    monkeypatch.setenv("HWLIB_SHARD_WAIT", "0.3")
+    calls = _count_training(monkeypatch)
+    with pytest.raises(TimeoutError, match=f"shard {owner}/2"):
+        ex.train_detector(cfg, **kw)                       # not this shard's: not trained here
+    assert calls == []
+    monkeypatch.setenv("HWLIB_SHARD", f"{owner}/2")
+    ex.train_detector(cfg, **kw)                           # its own shard trains it
+    assert calls == ["r_s0"]
+    monkeypatch.setenv("HWLIB_SHARD", f"{1 - owner}/2")
+    hist, _, model, rec = ex._detector_run(cfg, 0, None, "r_s0", "auto", "fp32", False, False, None, tmp_path / "s")
+    assert calls == ["r_s0"] and rec is not None and model is None   # the other shard reads it from the store
+    # a worker shard (not 0) writes its figures and numbers apart from the profile's
+    assert smoke.shard_dir == (None if owner == 1 else smoke.run_dir / "shard-1")
