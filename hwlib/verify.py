@@ -116,8 +116,9 @@ def verify(rec, tolerance: float = TOLERANCE, device: str = "auto", precision: s
     stored_machine = data.get("machine", {})
     same = (here.get("cpu_kind") == stored_machine.get("cpu_kind") and here.get("gpu") == stored_machine.get("gpu")
             and prec == data.get("precision"))
-    val = compare({"evals": data["history"].get("evals", [])},
-                  {"evals": [{k: v for k, v in e.items() if k != "seconds"} for e in hist.to_dict()["evals"]]})
+    # the validation log's seconds are timings: left out of the comparison
+    untimed = lambda evals: {"evals": [{k: v for k, v in e.items() if k != "seconds"} for e in evals]}  # noqa: E731
+    val = compare(untimed(data["history"].get("evals", [])), untimed(hist.to_dict()["evals"]))
     evs = {k: compare(e["metrics"], fresh_evals[k]) for k, e in data["evaluations"].items()}
     rows = []
     for k, e in data["evaluations"].items():
@@ -132,7 +133,6 @@ def verify(rec, tolerance: float = TOLERANCE, device: str = "auto", precision: s
     rows.append(("training seconds", data.get("train_seconds", math.nan), hist.train_seconds))
     worst = max([val["max_abs"], *(c["max_abs"] for c in evs.values())])
     all_equal = val["equal"] and all(c["equal"] for c in evs.values())
-    # the validation log carries its evaluation seconds: they are timings, left out of the comparison
     verdict = "identical" if all_equal else ("within tolerance" if (not same and worst <= tolerance) else "differs")
     return {"name": data["name"], "verdict": verdict, "same_machine": same, "max_abs": worst, "validation": val,
             "evaluations": evs, "table": rows, "stored_seconds": data.get("train_seconds"),
@@ -156,6 +156,9 @@ def format_result(r: dict) -> str:
         lines.append(f"  {label:{width}s}  {a:12.6f}  {b:12.6f}  {b - a:+11.2e}")
     lines.append(f"  validation log: {r['validation']['n']} values, largest difference {r['validation']['max_abs']:.3g}"
                  f"; evaluations: {sum(c['n'] for c in r['evaluations'].values())} values")
+    missing = sorted({m for c in (r["validation"], *r["evaluations"].values()) for m in c["missing"]})
+    if missing:
+        lines.append(f"  values on one side only: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
     return "\n".join(lines)
 
 
