@@ -218,7 +218,7 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
 
     st = _as_store(store)
     rank, world = distributed()
-    key = training_key(task, method, cfg, seed, training_code(), world, ignore)
+    key = training_key(task, method, cfg, seed, training_code(task), world, ignore)
     reuse = _reuse_default() if reuse is None else reuse
     retrain = _retrain_default()
     rec = st.get(key) if st is not None and not retrain else None
@@ -236,6 +236,8 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
             if all(e is not None for e in evs) and not need_model:
                 return rec.history(), [_unpacked(e, unpack) for e in evs], None, rec
             local = _local_run(ckpt, cfg, steps, validate, key, build, ignore, True)
+    if rec is None and local is None and st is not None:
+        _say_why_not_stored(st, task, name, key)
     if local is not None:
         model, hist = local
         print(f"{name}: finished run found ({Path(ckpt).name}, step {steps}), loaded instead of retrained", flush=True)
@@ -249,8 +251,8 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
             atomic_write_text(_key_path(Path(ckpt)), key + "\n")
         rec = None                                         # a new training: a new record (old evaluations dropped)
     if st is not None and rank == 0 and rec is None:
-        rec = st.put(new_record(task, method, name, cfg, seed, hist, training_code(), world, ignore,
-                                steps=steps, batch_size=cfg.batch_size))
+        rec = st.put(new_record(task, method, name, cfg, seed, hist, training_code(task), world, ignore,
+                                steps=steps, batch_size=cfg.batch_size, code_parts=training_parts(task)))
     elif rec is not None:
         hist = rec.history()                               # the stored run's own log (the checkpoint's is the same)
     missing = [s for s in specs if rec is None or rec.evaluation(s) is None]
@@ -270,6 +272,22 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
     return hist, evs, model, rec
 
 
+def _say_why_not_stored(st, task: str, name: str, key: str) -> None:
+    """Before a run is trained: where the store holds a run of this name under another training key, say what
+    differs (the code it reaches, by name, or the config), so that a retraining is never a surprise."""
+    from .store import changed_code
+
+    for other in st.find(name)[:1]:
+        if other.data["code"] != training_code(task):
+            changed = changed_code(other.data, training_parts(task))
+            what = (f"its training code changed since ({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''})"
+                    if changed else "its training code changed since")
+        else:
+            what = "its config differs"
+        print(f"{name}: the store holds {other.path.name}, another run of this name ({what}): training this one",
+              flush=True)
+
+
 def stored_run(task: str, method: str, cfg, seed: int, store, world_size: int = 1):
     """The stored run of this task, method (``"detector"`` for detectors), config and seed under the current
     training code, or ``None``; nothing is trained."""
@@ -277,7 +295,7 @@ def stored_run(task: str, method: str, cfg, seed: int, store, world_size: int = 
 
     st = _as_store(store)
     ignore = cfg.unread_by(method) if task == "keypoint" else frozenset()
-    return st.get(training_key(task, method, cfg, seed, training_code(), world_size, ignore)) if st else None
+    return st.get(training_key(task, method, cfg, seed, training_code(task), world_size, ignore)) if st else None
 
 
 def _unpacked(ev: dict, unpack) -> dict:
@@ -777,7 +795,7 @@ def detector_spec(cfg: DetectorConfig, split: str, n: int, size_mode: str | None
     return {"kind": "detector", "split": split, "seed": split_seed(split), "n": int(n),
             "size_mode": size_mode or cfg.size_mode, "balanced_classes": cfg.balanced_classes,
             "decoding": {f: getattr(cfg, f) for f in sorted(DECODING_FIELDS | {"size_buckets"})},
-            "analyses": bool(analyses), "code": eval_code()}
+            "analyses": bool(analyses), "code": eval_code("detector")}
 
 
 def _evaluate_detector(model, cfg: DetectorConfig, specs, device="auto", precision="auto") -> list:
@@ -908,7 +926,7 @@ def keypoint_spec(method: str, cfg: KeypointConfig, split: str, n: int, subsets:
     return {"kind": "keypoint", "method": method, "split": split, "seed": split_seed(split), "n": int(n),
             "hard_fraction": cfg.hard_fraction,
             "decodings": [d for d, spec in kp.DECODINGS.items() if spec.method == method],
-            "subsets": bool(subsets), "predictions": bool(predictions), "heatmap_mse": bool(mse), "code": eval_code()}
+            "subsets": bool(subsets), "predictions": bool(predictions), "heatmap_mse": bool(mse), "code": eval_code("keypoint")}
 
 
 def _evaluate_keypoints(model, method: str, cfg: KeypointConfig, specs, device="auto", precision="auto") -> list:
@@ -1026,28 +1044,35 @@ def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None
 # module that glue them together (data streams, batches, model, loss, fit, validation). A change to any of them
 # changes every training key (hwlib.store.training_key); docstrings and comments do not count. The evaluation path:
 # what turns weights into a record's metrics (decoding, matching, AP, PCK, head x size tables).
-TRAINING_PATH = (("boxes.py", "data.py", "detector.py", "keypoints.py", "layers.py", "metrics.py", "train.py"),
-                 ("detection_data", "keypoint_data", "_flip_targets", "detection_batches",
-                  "_train_detector", "keypoint_batches", "_train_keypoint_model", "predict_detector",
-                  "decode_detector_outputs", "filter_confidence", "detection_metrics", "_core", "predict_keypoints",
-                  "heatmap_mse"))
-EVAL_PATH = (("analysis.py", "boxes.py", "data.py", "detector.py", "keypoints.py", "metrics.py"),
-             ("detection_data", "keypoint_data", "predict_detector", "decode_detector_outputs", "filter_confidence",
-              "_core", "detector_metrics", "seed_protocol_preds", "_metrics_of_outputs", "_evaluate_detector",
-              "predict_keypoints", "keypoint_metrics", "keypoint_subsets", "heatmap_mse", "_evaluate_keypoints"))
+# The roots of the code that a run's training, or an evaluation, executes: per task, the functions of this module
+# whose code closure (hwlib.store.code_closure: every hwlib function, class and value they reach by name) is hashed
+# into the training key and the evaluation spec. A change to code that no root reaches (a new metric, a plot, the
+# other task's model) leaves every stored run valid; a change to code they reach makes the runs it touches new runs.
+TRAINING_PATH = {"detector": ("_train_detector",), "keypoint": ("_train_keypoint_model",)}
+EVAL_PATH = {"detector": ("_evaluate_detector",), "keypoint": ("_evaluate_keypoints", "keypoint_subsets")}
 
 
-@functools.lru_cache(maxsize=1)
-def training_code() -> str:
-    """Hash of :data:`TRAINING_PATH` (:func:`hwlib.store.code_digest`): the ``code`` of every training key."""
-    from .store import code_digest
+@functools.lru_cache(maxsize=None)
+def training_code(task: str) -> str:
+    """Hash of the code a ``task`` ("detector" | "keypoint") training executes (:func:`hwlib.store.closure_digest` of
+    :data:`TRAINING_PATH`): the ``code`` of its training keys."""
+    from .store import parts_digest
 
-    return code_digest(TRAINING_PATH[0], [globals()[f] for f in TRAINING_PATH[1]])
+    return parts_digest(training_parts(task))
 
 
-@functools.lru_cache(maxsize=1)
-def eval_code() -> str:
-    """Hash of :data:`EVAL_PATH`: the ``code`` of every evaluation spec."""
-    from .store import code_digest
+@functools.lru_cache(maxsize=None)
+def training_parts(task: str) -> dict:
+    """The code closure that :func:`training_code` hashes: ``{qualified name: hash}`` (kept in each stored run)."""
+    from .store import code_closure
 
-    return code_digest(EVAL_PATH[0], [globals()[f] for f in EVAL_PATH[1]])
+    return code_closure([globals()[f] for f in TRAINING_PATH[task]])
+
+
+@functools.lru_cache(maxsize=None)
+def eval_code(kind: str) -> str:
+    """Hash of the code an evaluation of ``kind`` ("detector" | "keypoint") executes (:data:`EVAL_PATH`): the
+    ``code`` of its evaluation specs."""
+    from .store import closure_digest
+
+    return closure_digest([globals()[f] for f in EVAL_PATH[kind]])

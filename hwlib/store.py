@@ -1,7 +1,8 @@
 """The run store: one small committed JSON file per training run, so that training accumulates.
 
 A run is identified by its **training key**: the sha256 of its task, method, seed, config and a hash of the
-code on the training path (:func:`code_digest` of :data:`hwlib.experiments.TRAINING_PATH`). Its file (``results/runs/<name>.<key[:12]>.json``) holds what the
+code on the training path (:func:`closure_digest` of :data:`hwlib.experiments.TRAINING_PATH`: every hwlib function,
+class and value that the task's training reaches). Its file (``results/runs/<name>.<key[:12]>.json``) holds what the
 notebooks read of it, so that a report can be rebuilt without its weights::
 
     {"format": 1, "task": "detector" | "keypoint", "method": "detector" | "heatmap" | "regression" | "integral",
@@ -32,9 +33,11 @@ import base64
 import dataclasses
 import datetime
 import hashlib
+import importlib
 import inspect
 import json
 import re
+import sys
 import textwrap
 import zlib
 from pathlib import Path
@@ -46,11 +49,10 @@ from .config import STORE_DIR  # noqa: F401 (the committed store)
 from .report import atomic_write_text, to_jsonable
 
 FORMAT = 1
-HWLIB_DIR = Path(__file__).resolve().parent
 HISTORY_POINTS = 256       # per-step loss points kept in a stored history (evaluations are all kept)
 
-# The training and evaluation paths (the modules, and the functions of hwlib.experiments that glue them) are named
-# in hwlib.experiments (TRAINING_PATH, EVAL_PATH), which hashes them with code_digest and passes the hash in.
+# The training and evaluation paths (the roots in hwlib.experiments whose code closure is hashed) are named in
+# hwlib.experiments (TRAINING_PATH, EVAL_PATH), which hashes them with closure_digest and passes the hash in.
 # Config fields added after the store's first format are left out of the training key while they hold the value
 # that reproduces the code before them (so adding an option does not orphan every stored run): {field: value}.
 KEY_NEUTRAL: dict = {}
@@ -73,19 +75,130 @@ def _normalized_source(src: str) -> str:
     return ast.dump(tree, annotate_fields=False)
 
 
-def code_digest(modules, functions) -> str:
-    """Hash (16 hex digits) of the parsed code (:func:`_normalized_source`) of hwlib's ``modules`` (file names) and of
-    ``functions`` (callables; decorators left out): a docstring or a comment does not change it."""
-    h = hashlib.sha256()
-    for m in modules:
-        h.update(m.encode() + b"\0" + _normalized_source((HWLIB_DIR / m).read_text()).encode() + b"\0")
-    for f in functions:
-        lines = inspect.getsource(f).splitlines()
-        while lines and lines[0].lstrip().startswith("@"):
-            lines = lines[1:]
-        src = _normalized_source(textwrap.dedent("\n".join(lines)))
-        h.update(f.__name__.encode() + b"\0" + src.encode() + b"\0")
-    return h.hexdigest()[:16]
+def _source_of(obj) -> str:
+    """Normalized source of a function or class (decorators left out); of a config dataclass
+    (:func:`_is_config_class`) only its methods: its fields are in the training key by value."""
+    lines = inspect.getsource(obj).splitlines()
+    while lines and lines[0].lstrip().startswith("@"):
+        lines = lines[1:]
+    src = textwrap.dedent("\n".join(lines))
+    if _is_config_class(obj):
+        tree = ast.parse(src)
+        methods = [n for n in tree.body[0].body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        src = "\n".join(ast.unparse(m) for m in methods)
+    return _normalized_source(src)
+
+
+def _is_config_class(obj) -> bool:
+    return isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__.endswith(".config")
+
+
+def _in_package(obj, package: str) -> bool:
+    mod = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+    return isinstance(mod, str) and (mod == package or mod.startswith(package + "."))
+
+
+def _names_used(tree, namespace: dict, package: str, here: str) -> list:
+    """``(label, object)`` of every global name (and ``module.attribute`` of an imported ``package`` module) that the
+    parsed code ``tree`` reads, resolved in ``namespace``, plus the names it imports inside its functions."""
+    ns = dict(namespace)
+    for node in ast.walk(tree):                                   # imports inside function bodies
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = here.split(".")[:len(here.split(".")) - node.level]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            if not (base == package or base.startswith(package + ".")):
+                continue
+            mod = importlib.import_module(base)
+            for a in node.names:
+                ns[a.asname or a.name] = (getattr(mod, a.name) if hasattr(mod, a.name)
+                                          else importlib.import_module(f"{base}.{a.name}"))
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == package or a.name.startswith(package + "."):
+                    ns[a.asname or a.name.split(".")[0]] = importlib.import_module(a.asname and a.name or a.name.split(".")[0])
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            mod = ns.get(node.value.id)
+            if inspect.ismodule(mod) and _in_package(mod, package) and hasattr(mod, node.attr):
+                out.append((f"{mod.__name__}.{node.attr}", getattr(mod, node.attr)))
+        elif isinstance(node, ast.Name) and node.id in ns:
+            out.append((f"{here}.{node.id}", ns[node.id]))
+    return out
+
+
+def code_closure(roots, package: str = "hwlib") -> dict:
+    """``{qualified name: sha256[:12] of its normalized source or value}`` of every function, class and module-level
+    value of ``package`` that the callables ``roots`` reach by name, followed transitively: globals read, attributes
+    of imported package modules, imports inside functions, and the callables inside module-level registries (dicts,
+    tuples, dataclass instances). Code outside the package (torch, numpy) is not followed: the run's machine record
+    names its torch. A change to code that no root reaches -- another method, a new metric, a plot -- leaves the
+    closure as it was; so do docstrings and comments. A config dataclass counts by its methods only (its fields are
+    in the training key by value)."""
+    parts: dict = {}
+    seen: set = set()
+    todo = list(roots)
+
+    def value_text(v, label) -> str:
+        if callable(v) and hasattr(v, "__wrapped__"):
+            v = inspect.unwrap(v)
+        if callable(v) and _in_package(v, package):
+            if inspect.isfunction(v) or inspect.isclass(v):
+                todo.append(v)
+                return f"<{v.__module__[len(package):]}.{v.__qualname__}>"        # package-relative
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{value_text(k, label)}: {value_text(x, label)}" for k, x in v.items()) + "}"
+        if isinstance(v, (list, tuple, set, frozenset)):
+            items = sorted(v, key=repr) if isinstance(v, (set, frozenset)) else v
+            return f"{type(v).__name__}(" + ", ".join(value_text(x, label) for x in items) + ")"
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return f"{type(v).__qualname__}(" + ", ".join(
+                f"{f.name}={value_text(getattr(v, f.name), label)}" for f in dataclasses.fields(v)) + ")"
+        if isinstance(v, torch.Tensor):
+            return f"tensor{tuple(v.shape)}:{hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest()[:16]}"
+        if isinstance(v, (bool, int, float, str, bytes, type(None), complex)) or isinstance(v, torch.dtype):
+            return repr(v)
+        r = repr(v)
+        return type(v).__qualname__ if " at 0x" in r else r
+
+    while todo:
+        obj = inspect.unwrap(todo.pop())                          # functools.lru_cache and other wrappers
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not _in_package(obj, package):
+            continue
+        src = _source_of(obj)
+        label = f"{obj.__module__}.{obj.__qualname__}"
+        parts[label] = hashlib.sha256(src.encode()).hexdigest()[:12]
+        namespace = getattr(obj, "__globals__", None) or vars(sys.modules[obj.__module__])
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+        for name, v in _names_used(tree, namespace, package, obj.__module__):
+            v = inspect.unwrap(v) if callable(v) and hasattr(v, "__wrapped__") else v
+            if inspect.ismodule(v):
+                continue
+            if inspect.isfunction(v) or inspect.isclass(v):
+                if _in_package(v, package):
+                    todo.append(v)
+                continue
+            if name not in parts and (name.rsplit(".", 1)[0] == obj.__module__ or _in_package(sys.modules.get(
+                    name.rsplit(".", 1)[0]), package)):
+                if callable(v) and not _in_package(v, package):
+                    continue                                      # torch.nn.functional.relu and the like
+                parts[name] = hashlib.sha256(value_text(v, name).encode()).hexdigest()[:12]
+    return dict(sorted(parts.items()))
+
+
+def parts_digest(parts: dict) -> str:
+    """Hash (16 hex digits) of a :func:`code_closure`: the ``code`` of training keys and evaluation specs."""
+    return _sha(parts)[:16]
+
+
+def closure_digest(roots, package: str = "hwlib") -> str:
+    """:func:`parts_digest` of the :func:`code_closure` of ``roots``."""
+    return parts_digest(code_closure(roots, package))
 
 
 def _sha(obj) -> str:
@@ -104,7 +217,7 @@ def config_dict(cfg, ignore=frozenset()) -> dict:
 def training_key(task: str, method: str, cfg, seed: int, code: str, world_size: int = 1,
                  ignore=frozenset()) -> str:
     """What makes two runs the same run: task, method, seed, config (:func:`config_dict`), the number of processes
-    it trained in (one: left out) and the training code (``code``, :func:`code_digest`). Machine and precision are not part of
+    it trained in (one: left out) and the training code (``code``, :func:`closure_digest`). Machine and precision are not part of
     it: a run trained on a GPU or another CPU joins the store as the same run (its record says where it trained)."""
     return _sha(_key_fields(task, method, config_dict(cfg, ignore), seed, world_size, code))
 
@@ -282,21 +395,31 @@ class RunStore:
 
 def new_record(task: str, method: str, name: str, cfg, seed: int, history, code: str, world_size: int = 1,
                ignore=frozenset(), machine: dict | None = None, steps: int | None = None,
-               batch_size: int | None = None) -> dict:
-    """The dict of a freshly finished run (no evaluation yet); ``history`` a :class:`~hwlib.train.History`."""
+               batch_size: int | None = None, code_parts: dict | None = None) -> dict:
+    """The dict of a freshly finished run (no evaluation yet); ``history`` a :class:`~hwlib.train.History`;
+    ``code_parts`` the :func:`code_closure` that ``code`` hashes (kept so that a later change can be named)."""
     from .machine import machine_record
 
     h = history.to_dict() if hasattr(history, "to_dict") else dict(history)
     steps = steps if steps is not None else getattr(cfg, "steps", None)
     config = config_dict(cfg, ignore)
     return {"format": FORMAT, "task": task, "method": method, "name": name, "seed": int(seed), "config": config,
-            "world_size": int(world_size), "code": code,
+            "world_size": int(world_size), "code": code, **({"code_parts": code_parts} if code_parts else {}),
             "training_key": training_key(task, method, cfg, seed, code, world_size, ignore),
             "machine": machine if machine is not None else machine_record(), "device": h.get("device", ""),
             "precision": h.get("precision", ""), "train_seconds": float(h.get("train_seconds", float("nan"))),
             "train_images": int(steps * (batch_size or cfg.batch_size) * world_size) if steps is not None else None,
             "steps": steps, "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "history": thin_history(h), "evaluations": {}}
+
+
+def changed_code(data: dict, parts_now: dict) -> list[str]:
+    """The names of the functions, classes and values whose code differs between a stored run's ``code_parts`` and
+    ``parts_now`` (added, removed or changed); ``[]`` where the record keeps no parts."""
+    then = data.get("code_parts") or {}
+    if not then:
+        return []
+    return sorted(k for k in set(then) | set(parts_now) if then.get(k) != parts_now.get(k))
 
 
 def size_bytes(root=STORE_DIR) -> int:

@@ -137,8 +137,8 @@ def verify(rec, tolerance: float = TOLERANCE, device: str = "auto", precision: s
     return {"name": data["name"], "verdict": verdict, "same_machine": same, "max_abs": worst, "validation": val,
             "evaluations": evs, "table": rows, "stored_seconds": data.get("train_seconds"),
             "seconds": hist.train_seconds, "machine": here, "stored_machine": stored_machine, "precision": prec,
-            "stored_precision": data.get("precision"), "code_now": training_code() == data["code"],
-            "eval_code_now": all(e["spec"].get("code") == eval_code() for e in data["evaluations"].values())}
+            "stored_precision": data.get("precision"), "code_now": training_code(data["task"]) == data["code"],
+            "eval_code_now": all(e["spec"].get("code") == eval_code(e["spec"]["kind"]) for e in data["evaluations"].values())}
 
 
 def format_result(r: dict) -> str:

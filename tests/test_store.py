@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_a_new_evaluation_is_made_from_the_checkpoint_not_by_training(smoke, tmp
 
 
 def test_the_training_key_changes_with_the_config_seed_and_code_only(smoke):
-    cfg, code = smoke.detector, ex.training_code()
+    cfg, code = smoke.detector, ex.training_code("detector")
     k = st.training_key("detector", "detector", cfg, 0, code)
     assert k == st.training_key("detector", "detector", dataclasses.replace(cfg), 0, code)
     assert k != st.training_key("detector", "detector", dataclasses.replace(cfg, lr=cfg.lr * 2), 0, code)
@@ -107,8 +108,94 @@ def test_code_hash_ignores_docstrings_and_comments_but_not_code():
     assert st._normalized_source(base) == st._normalized_source(same)
     assert st._normalized_source(base) != st._normalized_source(other)
     # the training path hashes its functions' code: a function of it swapped for another changes the hash
-    assert st.code_digest((), [ex.detection_batches]) != st.code_digest((), [ex.keypoint_batches])
-    assert st.code_digest(("train.py",), []) != st.code_digest(("data.py",), [])
+    assert st.closure_digest([ex.detection_batches]) != st.closure_digest([ex.keypoint_batches])
+
+
+_PKG_A = """
+from . import b
+from .b import helper
+
+CONST = 3
+REGISTRY = {"one": helper}
+
+
+def root(x):
+    \"\"\"The root.\"\"\"
+    return helper(x) + CONST + b.other(x) + len(REGISTRY)
+
+
+def unrelated(x):
+    return x - 1
+"""
+_PKG_B = """
+SCALE = 2
+
+
+def helper(x):
+    return x * SCALE
+
+
+def other(x):
+    from .c import deep
+    return deep(x)
+
+
+def not_called(x):
+    return x
+"""
+_PKG_C = """
+def deep(x):
+    return x + 10
+"""
+
+
+def _closure_of(tmp_path, monkeypatch, tag, a=_PKG_A, b=_PKG_B, c=_PKG_C):
+    """code_closure of ``root`` in a throw-away package ``pkg_<tag>`` made of modules a, b, c."""
+    import importlib
+
+    pkg = tmp_path / f"pkg_{tag}"
+    pkg.mkdir()
+    for name, src in (("__init__", ""), ("a", a), ("b", b), ("c", c)):
+        (pkg / f"{name}.py").write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    root = importlib.import_module(f"pkg_{tag}.a").root
+    return st.code_closure([root], package=f"pkg_{tag}")
+
+
+def test_code_closure_follows_what_the_root_reaches_and_nothing_else(tmp_path, monkeypatch):
+    parts = _closure_of(tmp_path, monkeypatch, "base")
+    names = {k.split(".", 1)[1] for k in parts}
+    # globals, imported functions, module.attribute, imports inside functions, registries' callables, constants
+    assert {"a.root", "b.helper", "b.other", "c.deep", "a.CONST", "a.REGISTRY", "b.SCALE"} <= names
+    assert "a.unrelated" not in names and "b.not_called" not in names
+    digest = lambda tag, **kw: st._sha({k.split(".", 1)[1]: v for k, v in _closure_of(tmp_path, monkeypatch, tag, **kw).items()})
+    base = digest("base2")
+    # what no root reaches, docstrings and comments: the same code
+    assert digest("unrel", a=_PKG_A.replace("x - 1", "x - 2")) == base
+    assert digest("notcalled", b=_PKG_B.replace("return x\n", "return -x\n")) == base
+    assert digest("doc", a=_PKG_A.replace("The root.", "The root, documented.")) == base
+    # a change to anything the root reaches: another code
+    assert digest("helper", b=_PKG_B.replace("x * SCALE", "x * SCALE + 0")) != base
+    assert digest("scale", b=_PKG_B.replace("SCALE = 2", "SCALE = 3")) != base
+    assert digest("const", a=_PKG_A.replace("CONST = 3", "CONST = 4")) != base
+    assert digest("deep", c=_PKG_C.replace("x + 10", "x + 11")) != base
+
+
+def test_training_code_is_per_task_and_deterministic():
+    import subprocess
+    import sys
+
+    det, kpt = ex.training_code("detector"), ex.training_code("keypoint")
+    assert det != kpt and len(det) == 16
+    closure = st.code_closure([ex._train_detector])
+    assert "hwlib.detector.assign_targets" in closure and "hwlib.train.fit" in closure
+    assert not any(k.startswith("hwlib.keypoints.") for k in closure)       # keypoint code: not a detector's
+    assert "hwlib.plots.detection_samples" not in closure
+    # another process (another hash seed) computes the same keys
+    out = subprocess.run([sys.executable, "-c", "from hwlib import experiments as ex; "
+                          "print(ex.training_code('detector'), ex.eval_code('keypoint'))"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert out.stdout.split() == [det, ex.eval_code("keypoint")]
 
 
 def test_pack_is_exact():
@@ -191,7 +278,7 @@ def test_shards_split_the_missing_runs_and_wait_for_each_other(smoke, tmp_path, 
     keys = [f"{i:012x}" + "0" * 52 for i in range(12)]
     assert sorted({ex.shard_of(k, 3) for k in keys}) == [0, 1, 2]
     cfg = dataclasses.replace(smoke.detector, steps=1)
-    key = st.training_key("detector", "detector", cfg, 0, ex.training_code())
+    key = st.training_key("detector", "detector", cfg, 0, ex.training_code("detector"))
     owner = ex.shard_of(key, 2)
     kw = dict(name="r_s0", store=tmp_path / "s", progress=False, precision="fp32", validate=False)
     monkeypatch.setenv("HWLIB_SHARD", f"{1 - owner}/2")
@@ -208,3 +295,13 @@ def test_shards_split_the_missing_runs_and_wait_for_each_other(smoke, tmp_path, 
     assert calls == ["r_s0"] and rec is not None and model is None   # the other shard reads it from the store
     # a worker shard (not 0) writes its figures and numbers apart from the profile's
     assert smoke.shard_dir == (None if owner == 1 else smoke.run_dir / "shard-1")
+
+
+def test_changed_code_names_what_differs():
+    then = {"code_parts": {"hwlib.a.f": "1", "hwlib.a.g": "2", "hwlib.a.gone": "3"}}
+    assert st.changed_code(then, {"hwlib.a.f": "1", "hwlib.a.g": "9", "hwlib.a.new": "4"}) == [
+        "hwlib.a.g", "hwlib.a.gone", "hwlib.a.new"]
+    assert st.changed_code(then, dict(then["code_parts"])) == []
+    assert st.changed_code({}, {"hwlib.a.f": "1"}) == []                  # a record without parts: nothing to name
+    parts = ex.training_parts("detector")
+    assert ex.training_code("detector") == st.parts_digest(parts) == st.closure_digest([ex._train_detector])
