@@ -69,15 +69,28 @@ def best_anchor_iou(boxes: torch.Tensor, anchors) -> tuple[np.ndarray, np.ndarra
     return iou.max(1), heads[k]
 
 
-def assignment_statistics(targets, anchors, anchor_t=4.0, neighbour_cells=True) -> np.ndarray:
-    """Mean positives per image for each head (rows) and class (columns) under the assignment rule."""
-    from .detector import assign_targets
+def assignment_statistics(targets, anchors, anchor_t=4.0, neighbour_cells=True, assignment: str = "ratio",
+                          by: str = "class", boundaries=SIZE_BUCKETS) -> np.ndarray:
+    """Mean positives per image that the training assignment (:func:`hwlib.detector.assign_targets`) gives each
+    head (rows S1, S2, S3), from the objects of each class (``by="class"``: columns circle, square, triangle) or
+    of each size bucket (``by="size"``: columns small, medium, large by sqrt(w*h) against ``boundaries``).
 
-    sizes = [(224 // s, 224 // s) for s in (4, 8, 16)]
-    a = assign_targets(targets, sizes, anchors, (4, 8, 16), anchor_t, neighbour_cells)
+    Args:
+        targets: list per image of ``{"boxes": Tensor[M, 4] (x1, y1, x2, y2) pixels, "labels": Tensor[M]}``.
+        anchors: square anchor sides in pixels, per head; ``anchor_t``, ``neighbour_cells``, ``assignment``: as in
+            :class:`~hwlib.config.DetectorConfig`.
+    """
+    from .detector import STRIDES, assign_targets
+
+    if by not in ("class", "size"):
+        raise ValueError(f"by must be 'class' or 'size', got {by!r}")
+    sizes = [(224 // s, 224 // s) for s in STRIDES]
+    a = assign_targets(targets, sizes, anchors, STRIDES, anchor_t, neighbour_cells, assignment)
+    column = (torch.cat([t["labels"] for t in targets]).long().numpy() if by == "class" else
+              size_bucket(np.concatenate(_gt_sizes(targets)), boundaries)) if targets else np.zeros(0, dtype=int)
     out = np.zeros((3, 3))
     for h in range(3):
-        out[h] = np.bincount(a[h]["cls"].numpy(), minlength=3)[:3] / max(len(targets), 1)
+        out[h] = np.bincount(column[a[h]["gt"].numpy()], minlength=3)[:3] / max(len(targets), 1)
     return out
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = REPO_ROOT / "runs"
 STORE_DIR = REPO_ROOT / "results" / "runs"   # the committed run store (hwlib.store)
+ZOO_DIR = REPO_ROOT / "models"                # the model zoo (hwlib.zoo) and its manifest
+ZOO_MANIFEST = "MANIFEST.json"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "report"
 

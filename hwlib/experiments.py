@@ -311,8 +311,7 @@ def run_weights(rec, ckpt, build, cfg, steps: int, validate: bool = False, ignor
 
     Raises:
         hwlib.store.StoreError: neither is here; the message names the run and how to get its weights."""
-    from .store import StoreError
-    from .zoo import zoo_file_of
+    from .store import StoreError, zoo_file_of
 
     local = _local_run(ckpt, cfg, steps, False, rec.key, build, ignore, True) if ckpt is not None else None
     if local is not None:

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import STORE_DIR  # noqa: F401 (the committed store)
+from .config import STORE_DIR, ZOO_DIR, ZOO_MANIFEST
 from .report import atomic_write_text, to_jsonable
 
 FORMAT = 1
@@ -425,3 +425,18 @@ def changed_code(data: dict, parts_now: dict) -> list[str]:
 def size_bytes(root=STORE_DIR) -> int:
     """Bytes the store's files take on disk."""
     return sum(p.stat().st_size for p in Path(root).glob("*.json"))
+
+
+def zoo_file_of(training_key: str, out_dir=ZOO_DIR) -> Path | None:
+    """The zoo file (``models/<name>.pt``) exported from the run of ``training_key``, or ``None``: how a figure that
+    needs a stored run's weights finds them on a machine that did not train it (the manifest, written by
+    :mod:`hwlib.zoo`, names each model's training key)."""
+    try:
+        manifest = json.loads((Path(out_dir) / ZOO_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    for entry in manifest.values() if isinstance(manifest, dict) else ():
+        if isinstance(entry, dict) and entry.get("training_key") == training_key:
+            f = Path(out_dir) / str(entry.get("file", ""))
+            return f if f.is_file() else None
+    return None

@@ -70,6 +70,16 @@ def tp_share_table(arms: dict):
     return ["arm", "S1 (s/m/l)", "S2 (s/m/l)", "S3 (s/m/l)"], rows
 
 
+def positives_table(positives: dict, buckets):
+    """Positives per image of each head under each assignment (anchor set, rule): rows ``{label: [3 heads][3 size
+    buckets]}`` (:func:`hwlib.analysis.assignment_statistics`, ``by="size"``); columns S1, S2, S3 (all objects)
+    and, for the medium objects the seed says S2 and S3 contend for, the positives each of S2 and S3 takes."""
+    rows = []
+    for label, m in positives.items():
+        rows.append([label, *[f"{sum(m[h]):.1f}" for h in range(3)], f"{m[1][1]:.1f}", f"{m[2][1]:.1f}"])
+    return ["assignment", "S1", "S2", "S3", f"S2 from {buckets[1]}", f"S3 from {buckets[1]}"], rows
+
+
 def pck_table(methods: dict, seed_results: dict):
     """PCK at the four thresholds (bbox norm) of every decoding of every method (mean ± std over seeds),
     and the seed's published figures."""

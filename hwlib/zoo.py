@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from .config import REPO_ROOT, REPORT_DIR, RUNS_DIR
+from .config import REPO_ROOT, REPORT_DIR, RUNS_DIR, ZOO_MANIFEST as MANIFEST
 from .evaluate import (DETECTOR_METRIC_KEYS, KEYPOINT_METRIC_KEYS, N_TEST, TEST_SPLIT_SEED, evaluate_checkpoint,
                        file_sha256, load_model)
 from .report import atomic_write_bytes, atomic_write_text, to_jsonable
@@ -41,7 +41,6 @@ from .train import CheckpointError
 ZOO = {"seed_exact": "02_seed_exact_s0.pt", "rf_aware": "02_rf_aware_s0.pt", "heatmap": "04_heatmap_s0.pt",
        "regression": "04_regression_s0.pt", "integral": "04_integral_s0.pt"}
 MAX_BYTES = 60_000_000           # the whole zoo, files together (SPEC: <= 60 MB)
-MANIFEST = "MANIFEST.json"
 
 
 def to_bf16(state_dict: dict) -> dict:
@@ -166,20 +165,6 @@ def _training_key_of(ckpt: Path) -> str | None:
     """The training key a checkpoint's ``.key`` file names (written beside it by the experiment layer), or ``None``."""
     key = ckpt.with_suffix(".key")
     return key.read_text().strip() if key.exists() else None
-
-
-def zoo_file_of(training_key: str, out_dir=REPO_ROOT / "models") -> Path | None:
-    """The zoo file (``models/<name>.pt``) exported from the run of ``training_key``, or ``None``: how a figure that
-    needs a stored run's weights finds them on a machine that did not train it."""
-    try:
-        manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    for entry in manifest.values() if isinstance(manifest, dict) else ():
-        if isinstance(entry, dict) and entry.get("training_key") == training_key:
-            f = Path(out_dir) / str(entry.get("file", ""))
-            return f if f.is_file() else None
-    return None
 
 
 def main(argv=None) -> int:

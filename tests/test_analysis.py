@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwlib import analysis
-from hwlib.analysis import (BUCKETS, ap_by_class_and_size, assignment_statistics, best_anchor_iou,
+from hwlib.analysis import (BUCKETS, SIZE_BUCKETS, ap_by_class_and_size, assignment_statistics, best_anchor_iou,
                             confusion_any_size, head_bucket_table, size_bucket)
 from hwlib.config import CLASS_NAMES, SEED_ANCHORS, DetectorConfig
 
@@ -341,8 +341,9 @@ def test_assignment_statistics_hand_worked():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 4), st.integers(0, 10_000), st.sampled_from([2.0, 4.0]), st.booleans())
-def test_assignment_statistics_matches_loop(n_images, seed, anchor_t, neighbours):
+@given(st.integers(1, 4), st.integers(0, 10_000), st.sampled_from([2.0, 4.0]), st.booleans(),
+       st.sampled_from(["ratio", "best_anchor"]))
+def test_assignment_statistics_matches_loop(n_images, seed, anchor_t, neighbours, assignment):
     rng = np.random.default_rng(seed)
     anchors = tuple(tuple(int(a) for a in np.exp(rng.uniform(0, np.log(200), 3)).round() + 1) for _ in range(3))
     targets = []
@@ -353,23 +354,47 @@ def test_assignment_statistics_matches_loop(n_images, seed, anchor_t, neighbours
         edge = rng.integers(0, 3, (m, 2))                                      # also touch the image edges
         xy = np.where(edge == 1, 0, np.where(edge == 2, 224 - wh, xy))
         targets.append(T(np.concatenate([xy, xy + wh], 1).tolist(), rng.integers(0, 3, m).tolist()))
-    ref = np.zeros((3, 3))
+    ref = {"class": np.zeros((3, 3)), "size": np.zeros((3, 3))}
     for t in targets:
         for g in range(len(t["labels"])):
             x1, y1, x2, y2 = _box(t, g)
             w, h = x2 - x1, y2 - y1
+            side = (w * h) ** 0.5
+            bucket = 0 if side < SIZE_BUCKETS[0] else (1 if side < SIZE_BUCKETS[1] else 2)
+            # YOLOv3: the one anchor over all heads with the best IoU of centred boxes, first one on ties
+            f = np.float32                                  # float32 as the code computes it: ties break alike
+            ious = [f(min(f(w), f(a)) * min(f(h), f(a))) / (f(w) * f(h) + f(a) * f(a) - f(min(f(w), f(a)) * min(f(h), f(a))))
+                    for anc in anchors for a in anc]
+            best = ious.index(max(ious))
             for level, stride in enumerate((4, 8, 16)):
                 cells = 224 // stride
-                for a in anchors[level]:
-                    if not (w < anchor_t * a and a < anchor_t * w and h < anchor_t * a and a < anchor_t * h):
+                for k, a in enumerate(anchors[level]):
+                    if assignment == "best_anchor":
+                        if level * 3 + k != best:
+                            continue
+                    elif not (w < anchor_t * a and a < anchor_t * w and h < anchor_t * a and a < anchor_t * h):
                         continue
                     n = 1
                     if neighbours:
                         for c in ((x1 + x2) / 2 / stride, (y1 + y2) / 2 / stride):
                             n += (c % 1 < 0.5 and c > 1) + (c % 1 > 0.5 and c < cells - 1)
-                    ref[level, int(t["labels"][g])] += n
-    out = assignment_statistics(targets, anchors, anchor_t, neighbours)
-    np.testing.assert_allclose(out, ref / n_images, rtol=1e-12, atol=0)
+                    ref["class"][level, int(t["labels"][g])] += n
+                    ref["size"][level, bucket] += n
+    for by in ("class", "size"):
+        out = assignment_statistics(targets, anchors, anchor_t, neighbours, assignment, by=by)
+        np.testing.assert_allclose(out, ref[by] / n_images, rtol=1e-12, atol=0)
+
+
+def test_assignment_statistics_by_size_hand_worked():
+    # the 24 px circle is small, the 160 px triangle large (boundaries 39, 91): the class table's columns move
+    targets = [T([[10, 10, 34, 34], [20, 20, 180, 180]], [0, 2]), T([], []), T([], [])]
+    out = assignment_statistics(targets, SEED_ANCHORS, by="size")
+    np.testing.assert_array_equal(out, np.array([[3, 0, 0], [6, 0, 3], [0, 0, 9]]) / 3)
+    # YOLOv3's single best anchor, centre cell only: the circle on S1's 24 px anchor, the triangle on S3's 192
+    out = assignment_statistics(targets, SEED_ANCHORS, neighbour_cells=False, assignment="best_anchor", by="size")
+    np.testing.assert_array_equal(out, np.array([[1, 0, 0], [0, 0, 0], [0, 0, 1]]) / 3)
+    with pytest.raises(ValueError, match="by"):
+        assignment_statistics(targets, SEED_ANCHORS, by="head")
 
 
 # ----------------------------------------------------------------------------- data_statistics
