@@ -45,8 +45,8 @@ N_TEST = 1000
 STANDARD_CONF = 0.001            # the standard protocol's confidence pre-filter (VOC/COCO/YOLO validation)
 
 DETECTOR_METRIC_KEYS = ("map_standard", "map_seed", "ap_standard", "ap_seed")
-KEYPOINT_METRIC_KEYS = ("pck_0.05", "pck_0.1", "pck_0.15", "pck_0.2", "pck_torso_0.05", "pck_per_keypoint_0.05",
-                        "mean_px_error")
+KEYPOINT_METRIC_KEYS = ("pck_0.02", "pck_0.05", "pck_0.1", "pck_0.15", "pck_0.2", "pck_auc_0.1", "pck_torso_0.05",
+                        "pck_per_keypoint_0.05", "mean_px_error")
 
 
 def file_sha256(path) -> str:
@@ -123,7 +123,7 @@ def evaluate_checkpoint(path, seed: int = TEST_SPLIT_SEED, n: int = N_TEST, pred
         a JSON-able dict: detectors ``map_standard``, ``map_seed`` (float), ``ap_standard``,
         ``ap_seed`` (``{class name: AP}``), plus the head x size-bucket TP table (seed protocol) and
         per-bucket recall of :func:`hwlib.experiments.detector_run_metrics`; keypoint models
-        ``pck_0.05``, ``pck_0.1``, ``pck_0.15``, ``pck_0.2`` (bbox-diagonal norm), ``pck_torso_0.05``,
+        ``pck_0.02``, ``pck_0.05`` .. ``pck_0.2`` (bbox-diagonal norm), ``pck_auc_0.1``, ``pck_torso_0.05``,
         ``pck_per_keypoint_0.05`` (``{keypoint name: PCK}``), ``mean_px_error`` (pixels), and for
         the headline ``decoding`` and, for heatmap models, ``decodings`` (``{name: the same keys}``); always ``checkpoint``, ``sha256``, ``seed``,
         ``n``, ``task``, ``method`` (keypoint method, or the detector's head variant), ``model``,

@@ -23,7 +23,8 @@ from . import keypoints as kp
 from .config import CLASS_NAMES, KEYPOINT_NAMES, SPLIT_SEEDS, DetectorConfig, KeypointConfig, train_data_seed
 from .data import make_detection_data, make_keypoint_data
 from .detector import build_detector  # noqa: F401 (the notebooks build detectors from here)
-from .metrics import evaluate_detections, keypoint_errors, mean_pixel_error, pck, pck_per_keypoint
+from .metrics import (PCK_THRESHOLDS, evaluate_detections, keypoint_errors, mean_pixel_error, pck, pck_auc,
+                      pck_per_keypoint)
 from .train import autocast, fit, pick_device, resolve_precision
 
 VAL_SEED = SPLIT_SEEDS["val"]     # validation images: the same for every run and arm
@@ -664,14 +665,16 @@ def keypoint_metrics(method: str, preds: dict, gt, subsets: dict | None = None) 
         subsets: ``{name: bool [N]}`` figures to score apart (e.g. :func:`keypoint_subsets` of the split's meta).
 
     Returns:
-        the headline decoding's ``pck_<tau>`` (bbox-diagonal norm, tau in 0.05 .. 0.2), ``pck_torso_<tau>``,
+        the headline decoding's ``pck_<tau>`` (bbox-diagonal norm, tau in 0.02, 0.05 .. 0.2), ``pck_auc_0.1`` (area
+        under the PCK curve over tau in [0, 0.1], :func:`hwlib.metrics.pck_auc`), ``pck_torso_<tau>``,
         ``pck_per_keypoint_0.05`` (``{keypoint: PCK}``), ``mean_px_error`` and ``mean_px_error_per_keypoint``;
         the method's other decodings, the same keys, under ``"decodings"`` (``{name: {...}}``); with ``subsets``,
         ``"subsets"``: ``{name: {"pck_0.05", "pck_per_keypoint_0.05"}}`` of the headline decoding on those figures
         and ``{"not_" + name: ...}`` on the others (NaN where a subset is empty).
     """
     def one(p):
-        out = {f"pck_{t:g}": v for t, v in pck(p, gt).items()}
+        out = {f"pck_{t:g}": v for t, v in pck(p, gt, (0.02, *PCK_THRESHOLDS)).items()}
+        out["pck_auc_0.1"] = pck_auc(p, gt, 0.1)
         out.update({f"pck_torso_{t:g}": v for t, v in pck(p, gt, norm="torso").items()})
         out["pck_per_keypoint_0.05"] = dict(zip(KEYPOINT_NAMES, pck_per_keypoint(p, gt, 0.05).tolist()))
         err = mean_pixel_error(p, gt)

@@ -111,7 +111,7 @@ def test_detector_result_has_the_report_keys(ckpts):
 @pytest.mark.parametrize("method", ["heatmap", "regression", "integral"])
 def test_keypoint_result_has_the_report_keys(ckpts, method):
     r = evaluate_checkpoint(ckpts[method], seed=SEED, n=N_KP, progress=False)
-    for k in ("pck_0.05", "pck_0.1", "pck_0.15", "pck_0.2", "pck_torso_0.05", "mean_px_error",
+    for k in ("pck_0.02", "pck_0.05", "pck_0.1", "pck_auc_0.1", "pck_0.15", "pck_0.2", "pck_torso_0.05", "mean_px_error",
               "checkpoint", "sha256", "seed", "n", "task", "method"):
         assert k in r, k
     assert list(r["pck_per_keypoint_0.05"]) == list(KEYPOINT_NAMES)
@@ -185,8 +185,11 @@ def test_keypoint_predictions_file_rescored_independently(ckpts, tmp_path, capsy
     assert torch.allclose(saved["pred"], expect, atol=1e-4)
 
     pred = saved["pred"].numpy()
-    for tau in (0.05, 0.1, 0.15, 0.2):
+    for tau in (0.02, 0.05, 0.1, 0.15, 0.2):
         assert metrics[f"pck_{tau:g}"] == pytest.approx(brute_pck(pred, gt, tau).mean(), abs=1e-6)
+    # the area under the PCK curve on [0, 0.1]: brute force as the mean PCK over a fine grid of thresholds
+    grid = (np.arange(2000) + 0.5) / 2000 * 0.1
+    assert metrics["pck_auc_0.1"] == pytest.approx(np.mean([brute_pck(pred, gt, t).mean() for t in grid]), abs=1e-3)
     assert metrics["pck_torso_0.05"] == pytest.approx(brute_pck(pred, gt, 0.05, "torso").mean(), abs=1e-6)
     per_kp = brute_pck(pred, gt, 0.05).mean(0)
     assert [metrics["pck_per_keypoint_0.05"][k] for k in KEYPOINT_NAMES] == pytest.approx(per_kp, abs=1e-6)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwlib.metrics import evaluate_detections, keypoint_norm, pck, pck_per_keypoint, voc_ap
+from hwlib.metrics import evaluate_detections, keypoint_norm, pck, pck_auc, pck_per_keypoint, voc_ap
 
 
 def T(boxes, labels, scores=None):
@@ -162,3 +162,31 @@ def test_pck_bad_input(pred, gt, kw, msg):
 def test_pck_empty():
     r = pck(torch.zeros(0, 5, 2), torch.zeros(0, 5, 2))
     assert all(math.isnan(v) for v in r.values())
+
+
+# ----------------------------------------------------------------------------- pck_auc
+def _at_errors(px, norm=100.0):
+    """One figure whose five keypoints are ``px`` pixels off (along x) and a fixed norm of ``norm`` px."""
+    gt = torch.zeros(1, len(px), 2)
+    pred = gt.clone()
+    pred[0, :, 0] = torch.tensor(px, dtype=torch.float32)
+    return pred, gt, torch.tensor([norm])
+
+
+def test_pck_auc_hand_worked():
+    # normalized errors 0, 0.025, 0.05, 0.1, 0.2 against max_tau 0.1: areas 1, 0.75, 0.5, 0, 0 -> mean 0.45
+    pred, gt, norm = _at_errors([0.0, 2.5, 5.0, 10.0, 20.0])
+    assert pck_auc(pred, gt, 0.1, norm) == pytest.approx(0.45, abs=1e-7)
+    assert pck_auc(gt, gt, 0.1, norm) == 1.0
+    assert math.isnan(pck_auc(torch.zeros(0, 5, 2), torch.zeros(0, 5, 2)))
+    with pytest.raises(ValueError):
+        pck_auc(pred, gt, 0.0, norm)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0, 30), min_size=1, max_size=10))
+def test_pck_auc_is_the_area_under_the_pck_curve(px):
+    pred, gt, norm = _at_errors(px)
+    taus = (torch.arange(20000, dtype=torch.float64) + 0.5) / 20000 * 0.1      # midpoint rule over [0, 0.1]
+    riemann = np.mean(list(pck(pred, gt, taus.tolist(), norm).values()))
+    assert pck_auc(pred, gt, 0.1, norm) == pytest.approx(riemann, abs=2e-4)
