@@ -305,3 +305,16 @@ def test_changed_code_names_what_differs():
     assert st.changed_code({}, {"hwlib.a.f": "1"}) == []                  # a record without parts: nothing to name
     parts = ex.training_parts("detector")
     assert ex.training_code("detector") == st.parts_digest(parts) == st.closure_digest([ex._train_detector])
+
+
+def test_the_committed_store_is_not_git_ignored():
+    import shutil
+    import subprocess
+
+    from hwlib.config import REPO_ROOT, STORE_DIR
+
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    # `git check-ignore` exits 1 when the path is not ignored (an ignored store would never be committed)
+    r = subprocess.run(["git", "check-ignore", "-q", str(STORE_DIR / "a_run.0123456789ab.json")], cwd=REPO_ROOT)
+    assert r.returncode == 1
