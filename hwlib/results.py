@@ -1,7 +1,8 @@
 """The one result record (SPEC §7) every headline model and every arm reports, and what is built from it.
 
 A :class:`Record` holds one metric dict per seed and derives the rest: mean, sample std and a 95%
-t-interval over seeds for every numeric leaf (scalars, per-class / per-keypoint dicts and lists),
+t-interval over seeds for every numeric leaf (scalars, per-class / per-keypoint dicts and lists; a proportion's
+interval intersected with [0, 1], :func:`metric_range`),
 the plateau verdict from validation histories, and, for an arm, paired differences against its
 baseline (seed *s* of the arm minus seed *s* of the baseline, on the same data).
 
@@ -54,6 +55,23 @@ def mean_ci(values) -> tuple[float, float, tuple[float, float]]:
     return m, sd, (m - h, m + h)
 
 
+# Metrics that are proportions (AP, mAP, PCK and its area, recall, shares): their means lie in [0, 1], so their 95%
+# intervals are intersected with [0, 1], and the intervals of their paired differences with [-1, 1]. The true mean
+# lies in that range, so the intersection covers it exactly as often as the t-interval does; only the printed bounds
+# change (an interval of a mean over three seeds near 1 no longer reads "1.038").
+PROPORTIONS = ("map_", "ap_", "pck", "recall", "tp_share")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """``(lo, hi)`` of the values a metric can take: ``(0, 1)`` for :data:`PROPORTIONS`, else unbounded."""
+    return (0.0, 1.0) if metric.startswith(PROPORTIONS) else (-math.inf, math.inf)
+
+
+def _clipped(interval, lo: float, hi: float) -> list:
+    a, b = interval
+    return [a if math.isnan(a) else min(max(a, lo), hi), b if math.isnan(b) else min(max(b, lo), hi)]
+
+
 def _leaves(runs: list, fn):
     """Apply ``fn`` to the list of per-seed values of every numeric leaf; keep the nesting of the metrics."""
     first = runs[0]
@@ -90,9 +108,12 @@ def plateau(histories: list, metric: str, tol: float = PLATEAU_TOL, of: int | No
     return {"reached": bool(g < tol), "criterion": criterion, "last_gain": g}
 
 
-def _paired_stat(diffs: list) -> dict:
-    """Mean, 95% t-interval and count of per-seed differences; significant when the interval excludes 0."""
-    m, _, (lo, hi) = mean_ci([float(d) for d in diffs])
+def _paired_stat(diffs: list, metric: str = "") -> dict:
+    """Mean, 95% t-interval and count of per-seed differences of ``metric``; significant when the interval excludes 0.
+    The differences of a proportion lie in [-1, 1], and so does their interval (:func:`metric_range`)."""
+    m, _, ci = mean_ci([float(d) for d in diffs])
+    r = metric_range(metric)[1]
+    lo, hi = _clipped(ci, -r, r)
     return {"mean": m, "ci95": [lo, hi], "n": len(diffs), "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0))}
 
 
@@ -148,7 +169,11 @@ class Record:
 
     @property
     def ci95(self) -> dict:
-        return _leaves(self.per_seed_metrics, lambda v: list(mean_ci(v)[2]))
+        """95% t-interval of each metric's mean over seeds; a proportion's intersected with [0, 1]
+        (:func:`metric_range`)."""
+        return {k: _leaves([m[k] for m in self.per_seed_metrics],
+                           lambda v, r=metric_range(k): _clipped(mean_ci(v)[2], *r))
+                for k in self.per_seed_metrics[0]}
 
     def paired(self, baseline: "Record", metrics=None) -> dict:
         """Paired differences ``self - baseline`` over the seeds both have: ``{metric: {"mean", "ci95", "n",
@@ -164,10 +189,10 @@ class Record:
         out = {}
         for k in keys:
             if isinstance(mine[common[0]][k], dict):
-                out[k] = {sub: _paired_stat([mine[s][k][sub] - base[s][k][sub] for s in common])
+                out[k] = {sub: _paired_stat([mine[s][k][sub] - base[s][k][sub] for s in common], k)
                           for sub in mine[common[0]][k]}
             else:
-                out[k] = _paired_stat([float(mine[s][k]) - float(base[s][k]) for s in common])
+                out[k] = _paired_stat([float(mine[s][k]) - float(base[s][k]) for s in common], k)
         return out
 
     def with_baseline(self, baseline: "Record", metrics=None) -> "Record":

@@ -98,3 +98,19 @@ def test_pm_formats_mean_and_std():
     r = _rec([0.5, 0.7]).to_json()
     assert pm(r, "map") == f"0.600 $\\pm$ {math.sqrt(0.02):.3f}"
     assert pm(r, "ap", "circle", digits=2) == "0.30 $\\pm$ 0.07"
+
+
+def test_intervals_of_proportions_stay_in_their_range():
+    # 0.93, 0.99, 1.0: mean 0.9733, t-interval (0.879, 1.068) -> (0.879, 1.0); a pixel error keeps its interval
+    rec = Record([0, 1, 2], [{"map_standard": v, "ap_standard": {"circle": v}, "mean_px_error": v}
+                             for v in (0.93, 0.99, 1.0)], [1.0] * 3, [1] * 3).to_json()
+    m, _, (lo, hi) = mean_ci([0.93, 0.99, 1.0])
+    assert hi > 1 and rec["ci95"]["map_standard"] == [pytest.approx(lo), 1.0]
+    assert rec["ci95"]["ap_standard"]["circle"] == [pytest.approx(lo), 1.0]
+    assert rec["ci95"]["mean_px_error"] == [pytest.approx(lo), pytest.approx(hi)]
+    # a paired difference of a proportion lies in [-1, 1]; its significance is unchanged by the cut
+    # differences -0.2, 1, 1: t-interval (-1.12, 2.32) -> (-1, 1), not significant either way
+    base = Record([0, 1, 2], [{"pck_0.05": v} for v in (0.2, 0.0, 0.0)], [1.0] * 3, [1] * 3)
+    arm = Record([0, 1, 2], [{"pck_0.05": v} for v in (0.0, 1.0, 1.0)], [1.0] * 3, [1] * 3)
+    d = arm.paired(base)["pck_0.05"]
+    assert mean_ci([-0.2, 1.0, 1.0])[2][0] < -1 and d["ci95"] == [-1.0, 1.0] and not d["significant"]
