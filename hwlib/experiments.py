@@ -832,7 +832,7 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
                   n_eval: int | None = None, validate: bool = False, validate_seeds: int | None = None,
                   decode_arms: dict | None = None, baseline: str | None = "baseline", setting: str | None = None,
                   progress: bool = True, device: str = "auto", precision: str = "auto", store=None,
-                  eval_size_mode: str | None = None, analyses: bool = False) -> Runs:
+                  eval_size_mode: str | None = None, analyses: bool = False, ceiling: bool = False) -> Runs:
     """Train every arm (``name -> DetectorConfig overrides`` of ``base``) for its seeds on the same training
     streams and evaluate each on the same ``split`` images; one :class:`~hwlib.results.Record` per arm. Every run is
     read from the run ``store`` first and written there when it is new (:func:`obtain_run`): with every run stored,
@@ -851,8 +851,11 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         baseline: the trained arm every other trained arm is paired with (``paired_diff``); ``None``: no pairing.
         eval_size_mode: the evaluation images' ``size_mode`` (default ``base``'s): class-tied models on any-size data.
         analyses: also the class confusion and AP by class x size of every run (``Runs.extra["analyses"]``).
+        ceiling: also train every seed for twice its schedule (:func:`doubled`; run ``<name>_x2_s<seed>``, validated
+            at its quarters, never evaluated on ``split``) and give the record the plateau verdict of a ceiling
+            (:func:`hwlib.results.ceiling_plateau`: doubling gains less than the tolerance on validation).
     """
-    from .results import Record, plateau
+    from .results import Record, ceiling_plateau, plateau
 
     decode_arms = decode_arms or {}
     for name, (src, over) in decode_arms.items():
@@ -894,14 +897,28 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
             ckpt = Path(run_dir) / f"{run_name}.pt" if run_dir else None
             runs.weights[(name, s)] = (ckpt, functools.partial(build_detector, cfg), run_cfg, cfg.steps, frozenset())
         runs.histories[name] = hists if validate else []
-        runs.records[name] = Record(ss, per_seed, secs, [cfg.steps * cfg.batch_size] * len(ss),
-                                    plateau=plateau(hists, "map_standard", of=len(ss)) if validate else None,
+        verdict = plateau(hists, "map_standard", of=len(ss)) if validate else None
+        if ceiling:
+            twice = [_detector_run(quarter_validation(doubled(cfg), 2 * cfg.steps), s, run_dir, f"{prefix}{name}_x2_s{s}",
+                                   device, precision, progress, True, None, store)[0] for s in ss]
+            verdict = ceiling_plateau(hists, twice, "map_standard", verdict)
+        runs.records[name] = Record(ss, per_seed, secs, [cfg.steps * cfg.batch_size] * len(ss), plateau=verdict,
                                     setting=setting, extra={"runs": files} if files else {})
         for d, per in decoded.items():
             runs.records[d] = dataclasses.replace(runs.records[name], per_seed_metrics=per,
                                                   paired_diff=None).with_baseline(runs.records[name])
     runs.records = _with_baseline(runs.records, baseline, skip=set(decode_arms))
     return runs
+
+
+def doubled(cfg):
+    """``cfg`` trained for twice its schedule (``steps``, and ``regression_steps`` where set), validated at the same
+    fractions of it (``eval_every`` doubled); warm-up unchanged: the run that tells whether ``cfg`` is at its
+    plateau (:func:`hwlib.results.ceiling_plateau`)."""
+    over = {"steps": cfg.steps * 2, "eval_every": cfg.eval_every * 2}
+    if getattr(cfg, "regression_steps", 0):
+        over["regression_steps"] = cfg.regression_steps * 2
+    return dataclasses.replace(cfg, **over)
 
 
 def quarter_validation(cfg, steps: int):
@@ -974,7 +991,7 @@ def _keypoint_runs(method, cfg, ss, run_dir, names, split, n_eval, validate, val
 
 def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None, prefix: str = "",
                          split: str = "test", n_eval: int | None = None, validate: bool = True,
-                         validate_seeds: int | None = None,
+                         validate_seeds: int | None = None, ceiling: bool = False,
                          progress: bool = True, device: str = "auto", precision: str = "auto", store=None) -> Runs:
     """Train every keypoint ``method`` for ``seeds`` seeds on the same data and evaluate on the same
     ``split`` images: one record per method with every decoding's metrics (:func:`keypoint_metrics`),
@@ -987,9 +1004,9 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
     ``Runs.extra``: ``"errors"`` (``{decoding: float [seeds * N, 5]}`` normalized errors of every seed, for PCK
     curves), ``"predictions"`` (``{decoding: [Tensor[N, 5, 2] per seed]}``), ``"example_preds"``
     (``{decoding: Tensor[N, 5, 2]}`` of the first seed) and ``"meta"`` (the split's pose record). Run names
-    ``<prefix><method>_s<seed>``.
+    ``<prefix><method>_s<seed>``. ``ceiling``: as in :func:`run_detectors` (runs ``<prefix><method>_x2_s<seed>``).
     """
-    from .results import Record, plateau
+    from .results import Record, ceiling_plateau, plateau
 
     n_eval = n_eval or cfg.n_val
     images, gt, meta = keypoint_data(n_eval, split_seed(split), cfg.hard_fraction)
@@ -1008,8 +1025,13 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
         steps = cfg.steps_of(method)
         runs.histories[method] = hists if validate else []
         cost = model_cost(kp.build_keypoint_model(method, cfg), tuple(images.shape[1:]))
-        runs.records[method] = Record(ss, per_seed, secs, [steps * cfg.batch_size] * len(ss),
-                                      plateau=plateau(hists, "pck_0.05", of=len(ss)) if validate else None,
+        verdict = plateau(hists, "pck_0.05", of=len(ss)) if validate else None
+        if ceiling:
+            twice = [_keypoint_run(method, quarter_validation(doubled(cfg), 2 * steps), s, run_dir,
+                                   f"{prefix}{method}_x2_s{s}", device, precision, progress, True, None, store)[0]
+                     for s in ss]
+            verdict = ceiling_plateau(hists, twice, "pck_0.05", verdict)
+        runs.records[method] = Record(ss, per_seed, secs, [steps * cfg.batch_size] * len(ss), plateau=verdict,
                                       extra={**cost, **({"runs": files} if files else {})})
     runs.extra = {"errors": {d: np.concatenate(e) for d, e in errors.items()}, "predictions": all_preds,
                   "example_preds": {d: p[0] for d, p in all_preds.items()}, "meta": meta}
@@ -1042,11 +1064,9 @@ def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None
 
 
 # ----------------------------------------------------------------------------- the code a run's keys name
-# The training path: the modules whose code decides a run's weights and validation curve, and the functions of this
-# module that glue them together (data streams, batches, model, loss, fit, validation). A change to any of them
-# changes every training key (hwlib.store.training_key); docstrings and comments do not count. The evaluation path:
-# what turns weights into a record's metrics (decoding, matching, AP, PCK, head x size tables).
-# The roots of the code that a run's training, or an evaluation, executes: per task, the functions of this module
+# The training path decides a run's weights and validation curve (data streams, batches, model, loss, fit,
+# validation); the evaluation path turns weights into a record's metrics (decoding, matching, AP, PCK, head x size
+# tables). The roots of the code that a run's training, or an evaluation, executes: per task, the functions of this module
 # whose code closure (hwlib.store.code_closure: every hwlib function, class and value they reach by name) is hashed
 # into the training key and the evaluation spec. A change to code that no root reaches (a new metric, a plot, the
 # other task's model) leaves every stored run valid; a change to code they reach makes the runs it touches new runs.

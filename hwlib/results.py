@@ -108,6 +108,35 @@ def plateau(histories: list, metric: str, tol: float = PLATEAU_TOL, of: int | No
     return {"reached": bool(g < tol), "criterion": criterion, "last_gain": g}
 
 
+def _final(h, metric: str) -> float:
+    ev = [e for e in (h.evals if hasattr(h, "evals") else h["evals"]) if metric in e]
+    return float(ev[-1][metric]) if ev else math.nan
+
+
+def ceiling_plateau(histories: list, doubled: list, metric: str, last_quarter: dict | None = None,
+                    tol: float = PLATEAU_TOL) -> dict:
+    """The plateau verdict of a ceiling: per seed, the final validation ``metric`` of the run trained for twice the
+    schedule (``doubled``, one history per seed, in the order of ``histories``) minus that of the run itself; reached
+    when the largest gain over seeds is below ``tol``. A cosine schedule ends flat however far from its ceiling it
+    stops; doubling it cannot be satisfied by annealing alone. ``last_quarter``: the run's own :func:`plateau` verdict,
+    kept beside it (``last_quarter_gain``).
+
+    Returns:
+        ``{"reached", "criterion", "last_gain" (largest doubling gain), "doubling_gains" (per seed),
+        "doubled_final" (per seed), "last_quarter_gain"}``; ``reached: None`` where a seed lacks a validation value.
+    """
+    if len(doubled) != len(histories):
+        raise ValueError(f"{len(doubled)} doubled runs for {len(histories)} runs: one per seed")
+    gains = [_final(d, metric) - _final(h, metric) for h, d in zip(histories, doubled)]
+    criterion = f"doubling the schedule gains less than {tol:g} validation {metric} (largest over seeds)"
+    lq = (last_quarter or {}).get("last_gain", math.nan)
+    out = {"criterion": criterion, "doubling_gains": gains, "doubled_final": [_final(d, metric) for d in doubled],
+           "last_quarter_gain": lq}
+    if not gains or any(math.isnan(g) for g in gains):
+        return {"reached": None, **out, "criterion": criterion + " (not measured)", "last_gain": math.nan}
+    return {"reached": bool(max(gains) < tol), **out, "last_gain": max(gains)}
+
+
 def _paired_stat(diffs: list, metric: str = "") -> dict:
     """Mean, 95% t-interval and count of per-seed differences of ``metric``; significant when the interval excludes 0.
     The differences of a proportion lie in [-1, 1], and so does their interval (:func:`metric_range`)."""

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwlib.results import Record, diff_cell, mean_ci, plateau, pm, t_quantile
+from hwlib.results import Record, ceiling_plateau, diff_cell, mean_ci, plateau, pm, t_quantile
 from hwlib.train import History
 
 
@@ -114,3 +114,22 @@ def test_intervals_of_proportions_stay_in_their_range():
     arm = Record([0, 1, 2], [{"pck_0.05": v} for v in (0.0, 1.0, 1.0)], [1.0] * 3, [1] * 3)
     d = arm.paired(base)["pck_0.05"]
     assert mean_ci([-0.2, 1.0, 1.0])[2][0] < -1 and d["ci95"] == [-1.0, 1.0] and not d["significant"]
+
+
+def test_ceiling_plateau_is_the_gain_of_doubling_the_schedule():
+    def h(*vals):
+        return {"evals": [{"step": 100 * (i + 1), "map_standard": v} for i, v in enumerate(vals)]}
+
+    # a run that annealed flat (last quarter +0.001) but gains 0.02 from twice the schedule: no ceiling
+    runs = [h(0.70, 0.85, 0.900, 0.901), h(0.70, 0.86, 0.910, 0.912)]        # last quarters +0.001, +0.002
+    twice = [h(0.85, 0.921), h(0.80, 0.915)]                                  # doubling: +0.020, +0.003
+    lq = plateau(runs, "map_standard")
+    v = ceiling_plateau(runs, twice, "map_standard", lq)
+    assert lq["reached"] and not v["reached"]
+    assert v["doubling_gains"] == pytest.approx([0.02, 0.003]) and v["last_gain"] == pytest.approx(0.02)
+    assert v["last_quarter_gain"] == lq["last_gain"] and "doubling" in v["criterion"]
+    # every seed gains less than 0.005 from doubling: reached (a loss counts as no gain)
+    assert ceiling_plateau(runs, [h(0.904), h(0.90)], "map_standard")["reached"]
+    assert ceiling_plateau(runs, [h(0.904), {"evals": []}], "map_standard")["reached"] is None
+    with pytest.raises(ValueError, match="one per seed"):
+        ceiling_plateau(runs, [h(0.9)], "map_standard")

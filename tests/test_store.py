@@ -318,3 +318,21 @@ def test_the_committed_store_is_not_git_ignored():
     # `git check-ignore` exits 1 when the path is not ignored (an ignored store would never be committed)
     r = subprocess.run(["git", "check-ignore", "-q", str(STORE_DIR / "a_run.0123456789ab.json")], cwd=REPO_ROOT)
     assert r.returncode == 1
+
+
+def test_a_ceiling_trains_each_seed_twice_as_long_into_the_store(smoke, tmp_path, monkeypatch):
+    calls = _count_training(monkeypatch)
+    runs = ex.run_detectors(smoke.detector, {"baseline": {}}, 2, split="test", n_eval=8, validate=True,
+                            store=tmp_path / "store", progress=False, precision="fp32", ceiling=True)
+    assert calls == ["baseline_s0", "baseline_s1", "baseline_x2_s0", "baseline_x2_s1"]
+    verdict = runs.records["baseline"].plateau
+    assert "doubling" in verdict["criterion"] and len(verdict["doubling_gains"]) == 2
+    recs = {r.name: r for r in st.RunStore(tmp_path / "store").records()}
+    twice = recs["baseline_x2_s0"]
+    assert twice.data["steps"] == 2 * smoke.detector.steps and twice.data["evaluations"] == {}   # validation only
+    final = lambda r: r.data["history"]["evals"][-1]["map_standard"]                           # noqa: E731
+    assert verdict["doubling_gains"][0] == pytest.approx(final(twice) - final(recs["baseline_s0"]))
+    calls.clear()
+    ex.run_detectors(smoke.detector, {"baseline": {}}, 2, split="test", n_eval=8, validate=True,
+                     store=tmp_path / "store", progress=False, precision="fp32", ceiling=True)
+    assert calls == []                                      # the doubled runs are read from the store too
