@@ -336,3 +336,60 @@ def test_a_ceiling_trains_each_seed_twice_as_long_into_the_store(smoke, tmp_path
     ex.run_detectors(smoke.detector, {"baseline": {}}, 2, split="test", n_eval=8, validate=True,
                      store=tmp_path / "store", progress=False, precision="fp32", ceiling=True)
     assert calls == []                                      # the doubled runs are read from the store too
+
+
+def _executed(fn) -> set:
+    """Qualified names (``hwlib.<module>.<outermost function or class>``) of every hwlib function that runs while
+    ``fn()`` runs: the brute force that the code closure must cover."""
+    import sys
+    from pathlib import Path
+
+    import hwlib
+
+    root = Path(hwlib.__file__).parent
+    seen = set()
+
+    def hook(frame, event, arg):
+        if event == "call":
+            f = Path(frame.f_code.co_filename)
+            if f.parent == root:
+                seen.add(f"hwlib.{f.stem}.{frame.f_code.co_qualname.split('.')[0]}")
+
+    sys.setprofile(hook)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return seen
+
+
+@pytest.mark.parametrize("task", ["detector", "keypoint"])
+def test_the_training_closure_covers_every_function_a_training_runs(smoke, tmp_path, task):
+    # brute force: trace a smoke training (with validation and a checkpoint) and check that every hwlib function or
+    # class it ran is in the closure the training key hashes; module bodies (<module>) run at import, not here
+    if task == "detector":
+        run = lambda: ex._train_detector(smoke.detector, 0, tmp_path / "d.pt", "d", "cpu", "fp32", False, True)  # noqa: E731
+    else:
+        run = lambda: ex._train_keypoint_model("integral", smoke.keypoint, 0, tmp_path / "k.pt", "k", 3, "cpu",  # noqa: E731
+                                               "fp32", False, True)
+    ran = {n for n in _executed(run) if not n.endswith("<module>")}
+    closure = ex.training_parts(task)
+    assert ran and not (ran - set(closure)), sorted(ran - set(closure))
+
+
+def test_the_evaluation_closure_covers_every_function_an_evaluation_runs(smoke):
+    cfg = smoke.detector
+    model = ex.build_detector(cfg).eval()
+    spec = ex.detector_spec(cfg, "test", 6, analyses=True)
+    ran = {n for n in _executed(lambda: ex._evaluate_detector(model, cfg, [spec], "cpu", "fp32"))
+           if not n.endswith("<module>")}
+    kcfg = smoke.keypoint
+    kmodel = __import__("hwlib.keypoints", fromlist=["x"]).build_keypoint_model("heatmap", kcfg).eval()
+    kspec = ex.keypoint_spec("heatmap", kcfg, "test", 6, mse=True)
+    kran = {n for n in _executed(lambda: ex._evaluate_keypoints(kmodel, "heatmap", kcfg, [kspec], "cpu", "fp32"))
+            if not n.endswith("<module>")}
+    for got, kind, m in ((ran, "detector", model), (kran, "keypoint", kmodel)):
+        # the model's own code (its forward and what that calls) is the training's: the run's training key names it
+        own = set(st.code_closure([type(x) for x in m.modules()]))
+        closure = st.code_closure([getattr(ex, r) for r in ex.EVAL_PATH[kind]])
+        assert got and not (got - set(closure) - own), (kind, sorted(got - set(closure) - own))
