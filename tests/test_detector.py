@@ -231,6 +231,11 @@ def test_best_anchor_assignment_gives_one_positive_per_object():
     a = det.assign_targets(targets, [(56, 56), (28, 28), (14, 14)], neighbour_cells=False, assignment="best_anchor")
     assert [len(x["gt"]) for x in a] == [1, 1, 1]
     assert [x["gt"].tolist() for x in a] == [[0], [2], [1]] and [x["anchor"].tolist() for x in a] == [[1], [1], [1]]
+    # ... in the cell holding its centre: (22, 22) / 4 -> (5, 5) on S1; (130, 50) / 8 -> (16, 6) on S2;
+    # (100, 100) / 16 -> (6, 6) on S3; its target box in that head's grid units
+    assert [(x["gx"].tolist(), x["gy"].tolist()) for x in a] == [([5], [5]), ([16], [6]), ([6], [6])]
+    assert torch.allclose(a[1]["box"], torch.tensor([[130 / 8, 50 / 8, 60 / 8, 60 / 8]]))
+    assert [x["cls"].tolist() for x in a] == [[0], [2], [1]]
     ratio = det.assign_targets(targets, [(56, 56), (28, 28), (14, 14)], neighbour_cells=False)
     assert sum(len(x["gt"]) for x in ratio) > 3                           # ratio matching: several per object
     with pytest.raises(ValueError, match="assignment"):
