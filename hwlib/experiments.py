@@ -851,11 +851,14 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
         baseline: the trained arm every other trained arm is paired with (``paired_diff``); ``None``: no pairing.
         eval_size_mode: the evaluation images' ``size_mode`` (default ``base``'s): class-tied models on any-size data.
         analyses: also the class confusion and AP by class x size of every run (``Runs.extra["analyses"]``).
-        ceiling: also train every seed for twice its schedule (:func:`doubled`; run ``<name>_x2_s<seed>``, validated
-            at its quarters, never evaluated on ``split``) and give the record the plateau verdict of a ceiling
-            (:func:`hwlib.results.ceiling_plateau`: doubling gains less than the tolerance on validation).
+        ceiling: ``True`` or the names of the arms that also train every seed for twice its schedule
+            (:func:`doubled`; run ``<name>_x2_s<seed>``, validated at its quarters, never evaluated on ``split``), and
+            whose records get the plateau verdict of a ceiling (:func:`hwlib.results.ceiling_plateau`: doubling gains
+            less than the tolerance on validation). Needs ``validate``.
     """
     from .results import Record, ceiling_plateau, plateau
+
+    ceiling = _ceiling_arms(ceiling, arms, validate)
 
     decode_arms = decode_arms or {}
     for name, (src, over) in decode_arms.items():
@@ -898,7 +901,7 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
             runs.weights[(name, s)] = (ckpt, functools.partial(build_detector, cfg), run_cfg, cfg.steps, frozenset())
         runs.histories[name] = hists if validate else []
         verdict = plateau(hists, "map_standard", of=len(ss)) if validate else None
-        if ceiling:
+        if name in ceiling:
             twice = [_detector_run(quarter_validation(doubled(cfg), 2 * cfg.steps), s, run_dir, f"{prefix}{name}_x2_s{s}",
                                    device, precision, progress, True, None, store)[0] for s in ss]
             verdict = ceiling_plateau(hists, twice, "map_standard", verdict)
@@ -909,6 +912,17 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
                                                   paired_diff=None).with_baseline(runs.records[name])
     runs.records = _with_baseline(runs.records, baseline, skip=set(decode_arms))
     return runs
+
+
+def _ceiling_arms(ceiling, arms, validate: bool) -> set:
+    """The arms whose plateau is judged by doubling: all of ``arms`` for ``True``, none for ``False``/``None``, else
+    the names given (each must be an arm); checked before anything is trained."""
+    names = set(arms) if ceiling is True else set(ceiling or ())
+    if names - set(arms):
+        raise ValueError(f"ceiling names {sorted(names - set(arms))}, which are not arms: {list(arms)}")
+    if names and not validate:
+        raise ValueError("a ceiling compares validation values: it needs validate=True")
+    return names
 
 
 def doubled(cfg):
@@ -1008,6 +1022,8 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
     """
     from .results import Record, ceiling_plateau, plateau
 
+    ceiling = _ceiling_arms(ceiling, methods, validate)
+
     n_eval = n_eval or cfg.n_val
     images, gt, meta = keypoint_data(n_eval, split_seed(split), cfg.hard_fraction)
     runs = Runs({}, {}, {}, images, gt)
@@ -1026,7 +1042,7 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
         runs.histories[method] = hists if validate else []
         cost = model_cost(kp.build_keypoint_model(method, cfg), tuple(images.shape[1:]))
         verdict = plateau(hists, "pck_0.05", of=len(ss)) if validate else None
-        if ceiling:
+        if method in ceiling:
             twice = [_keypoint_run(method, quarter_validation(doubled(cfg), 2 * steps), s, run_dir,
                                    f"{prefix}{method}_x2_s{s}", device, precision, progress, True, None, store)[0]
                      for s in ss]

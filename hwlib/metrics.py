@@ -235,9 +235,10 @@ def pck_auc(pred: torch.Tensor, gt: torch.Tensor, max_tau: float = 0.1, norm="bb
     """Area under the PCK curve for tau in ``[0, max_tau]``, divided by ``max_tau`` (1: every keypoint exact).
 
     The exact integral: a keypoint with normalized error ``e`` is correct for ``tau >= e``, so it adds
-    ``1 - min(e / max_tau, 1)``; the mean over keypoints is the area. MMPose's AUC averages PCK at 20 evenly spaced
-    thresholds of ``[0, max_tau)``, a left Riemann sum of the same curve (lower by up to ``1 / 20``). Unlike PCK at
-    one threshold it keeps separating models whose errors all lie below that threshold.
+    ``1 - min(e / max_tau, 1)``; the mean over keypoints is the area. MMPose's ``keypoint_auc`` is the same idea in
+    another form: PCK at 20 thresholds ``i / 20`` of a fixed pixel length (a left Riemann sum, with one norm for
+    every figure instead of each figure's box diagonal). Unlike PCK at one threshold it keeps separating models whose
+    errors all lie below that threshold.
 
     Args:
         pred, gt: ``Tensor[N, K, 2]`` (x, y) image pixels; ``norm`` as in :func:`keypoint_norm`.

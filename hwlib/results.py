@@ -72,6 +72,20 @@ def _clipped(interval, lo: float, hi: float) -> list:
     return [a if math.isnan(a) else min(max(a, lo), hi), b if math.isnan(b) else min(max(b, lo), hi)]
 
 
+def _ranged_leaves(runs: list, fn, rng=(-math.inf, math.inf)):
+    """:func:`_leaves` with the range of each leaf's metric passed on (``fn(values, (lo, hi))``): a key that names a
+    proportion (:func:`metric_range`) bounds everything beneath it, however deep (``decodings`` -> a decoding ->
+    ``pck_0.05``; ``ap_standard`` -> a class)."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: _ranged_leaves([r[k] for r in runs], fn,
+                                  metric_range(k) if isinstance(k, str) and k.startswith(PROPORTIONS) else rng)
+                for k in first}
+    if isinstance(first, (list, tuple)):
+        return [_ranged_leaves([r[i] for r in runs], fn, rng) for i in range(len(first))]
+    return _leaves(runs, lambda v: fn(v, rng))
+
+
 def _leaves(runs: list, fn):
     """Apply ``fn`` to the list of per-seed values of every numeric leaf; keep the nesting of the metrics."""
     first = runs[0]
@@ -200,9 +214,7 @@ class Record:
     def ci95(self) -> dict:
         """95% t-interval of each metric's mean over seeds; a proportion's intersected with [0, 1]
         (:func:`metric_range`)."""
-        return {k: _leaves([m[k] for m in self.per_seed_metrics],
-                           lambda v, r=metric_range(k): _clipped(mean_ci(v)[2], *r))
-                for k in self.per_seed_metrics[0]}
+        return _ranged_leaves(self.per_seed_metrics, lambda v, r: _clipped(mean_ci(v)[2], *r))
 
     def paired(self, baseline: "Record", metrics=None) -> dict:
         """Paired differences ``self - baseline`` over the seeds both have: ``{metric: {"mean", "ci95", "n",

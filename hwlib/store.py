@@ -32,6 +32,7 @@ import ast
 import base64
 import dataclasses
 import datetime
+import functools
 import hashlib
 import importlib
 import inspect
@@ -40,7 +41,7 @@ import re
 import sys
 import textwrap
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import torch
@@ -64,28 +65,39 @@ class StoreError(ValueError):
 
 
 # ----------------------------------------------------------------------------- keys
-def _normalized_source(src: str) -> str:
-    """The parsed code of ``src`` without docstrings (``ast.dump``): comments, docstrings and layout do not count."""
-    tree = ast.parse(src)
+def _normalized_source(src) -> str:
+    """The parsed code of ``src`` (text, or a parsed tree) without docstrings (:func:`_dump`): comments, docstrings
+    and layout do not count."""
+    tree = ast.parse(src) if isinstance(src, str) else src
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
                 and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, annotate_fields=False)
+    return _dump(tree)
+
+
+def _dump(node) -> str:
+    """A parsed tree as text, the same on every Python version that parses it alike: each node's class and its
+    named fields, leaving out the empty ones (``None``, ``[]``), which Python releases add or drop (3.12's
+    ``type_params=[]``; 3.13 omits empty fields from ``ast.dump``); line numbers are not fields, so not here."""
+    if isinstance(node, ast.AST):
+        fields = ((f, getattr(node, f, None)) for f in node._fields)
+        return type(node).__name__ + "(" + ",".join(f"{f}={_dump(v)}" for f, v in fields
+                                                     if v is not None and v != []) + ")"
+    if isinstance(node, list):
+        return "[" + ",".join(_dump(x) for x in node) + "]"
+    return repr(node)
 
 
 def _source_of(obj) -> str:
-    """Normalized source of a function or class (decorators left out); of a config dataclass
-    (:func:`_is_config_class`) only its methods: its fields are in the training key by value."""
-    lines = inspect.getsource(obj).splitlines()
-    while lines and lines[0].lstrip().startswith("@"):
-        lines = lines[1:]
-    src = textwrap.dedent("\n".join(lines))
+    """Normalized source of a function or class, decorators included (``@torch.no_grad()`` changes what runs);
+    of a config dataclass (:func:`_is_config_class`) only its methods: its fields are in the training key by value."""
+    src = textwrap.dedent(inspect.getsource(obj))
     if _is_config_class(obj):
         tree = ast.parse(src)
-        methods = [n for n in tree.body[0].body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        src = "\n".join(ast.unparse(m) for m in methods)
+        tree.body = [n for n in tree.body[0].body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        src = tree
     return _normalized_source(src)
 
 
@@ -154,10 +166,20 @@ def code_closure(roots, package: str = "hwlib") -> dict:
             items = sorted(v, key=repr) if isinstance(v, (set, frozenset)) else v
             return f"{type(v).__name__}(" + ", ".join(value_text(x, label) for x in items) + ")"
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            if _in_package(type(v), package):
+                todo.append(type(v))
             return f"{type(v).__qualname__}(" + ", ".join(
                 f"{f.name}={value_text(getattr(v, f.name), label)}" for f in dataclasses.fields(v)) + ")"
+        if isinstance(v, functools.partial):
+            return f"partial({value_text(v.func, label)}, {value_text(v.args, label)}, {value_text(v.keywords, label)})"
         if isinstance(v, torch.Tensor):
-            return f"tensor{tuple(v.shape)}:{hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest()[:16]}"
+            v = v.detach().cpu().numpy()
+        if isinstance(v, np.ndarray):                         # by its bytes: repr summarises and follows print options
+            return f"array{v.dtype}{tuple(v.shape)}:{hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]}"
+        if isinstance(v, PurePath):
+            return type(v).__name__                            # where files go does not change what trains
+        if _in_package(type(v), package) and not isinstance(v, type):
+            todo.append(type(v))                               # an instance of a package class: its class's code too
         if isinstance(v, (bool, int, float, str, bytes, type(None), complex)) or isinstance(v, torch.dtype):
             return repr(v)
         r = repr(v)
@@ -185,7 +207,7 @@ def code_closure(roots, package: str = "hwlib") -> dict:
                 continue
             if name not in parts and (name.rsplit(".", 1)[0] == obj.__module__ or _in_package(sys.modules.get(
                     name.rsplit(".", 1)[0]), package)):
-                if callable(v) and not _in_package(v, package):
+                if callable(v) and not _in_package(v, package) and not isinstance(v, functools.partial):
                     continue                                      # torch.nn.functional.relu and the like
                 parts[name] = hashlib.sha256(value_text(v, name).encode()).hexdigest()[:12]
     return dict(sorted(parts.items()))

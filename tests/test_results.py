@@ -133,3 +133,11 @@ def test_ceiling_plateau_is_the_gain_of_doubling_the_schedule():
     assert ceiling_plateau(runs, [h(0.904), {"evals": []}], "map_standard")["reached"] is None
     with pytest.raises(ValueError, match="one per seed"):
         ceiling_plateau(runs, [h(0.9)], "map_standard")
+
+
+def test_nested_proportions_are_bounded_too():
+    per = [{"decodings": {"argmax": {"pck_0.05": v, "mean_px_error": v}}, "subsets": {"hidden": {"pck_0.05": v}}}
+           for v in (0.99, 1.0, 0.97)]
+    ci = Record([0, 1, 2], per, [1.0] * 3, [1] * 3).to_json()["ci95"]
+    assert ci["decodings"]["argmax"]["pck_0.05"][1] == 1.0 and ci["subsets"]["hidden"]["pck_0.05"][1] == 1.0
+    assert ci["decodings"]["argmax"]["mean_px_error"][1] > 1.0                # not a proportion: left as it is
