@@ -5,7 +5,10 @@
 * every text in the PDF, figure text included, is at least 6 pt at printed size;
 * every figure is referenced from the text;
 * the bibliography is complete in both directions (every entry cited, every citation in the bib), >= 12 entries;
-* a Limitations section.
+* a Limitations section;
+* the PDF reads as a paper, not a project log: no process words ("round", "notebook 0N", "session", ...), no file
+  paths, JSON keys or snake_case names in its text; sections Introduction, Related work, Limitations and
+  Conclusion and at least one appendix; every table referenced.
 
 Only files are read (and ``mutool`` run once on the committed PDF): no notebook, no LaTeX run. Fast (< 2 s).
 """
@@ -433,3 +436,139 @@ def test_limitations_section():
     nxt = re.compile(r"\\(?:section|appendix|bibliography|end\{document\})").search(tex, m.end())
     body = re.sub(r"\\[A-Za-z]+|[{}\[\]]", " ", tex[m.end(): nxt.start() if nxt else len(tex)])
     assert len(re.findall(r"[A-Za-z]{2,}", body)) >= 50, "the Limitations section is (almost) empty"
+
+
+# ----------------------------------------------------------------------------------------------- reads as a paper
+# Words of the project's process, and names from its code, that a reader of the paper should never meet.
+FORBIDDEN_IN_TEXT = [
+    (r"\bround\b", "process word 'round' (first round, previous round, ...)"),
+    (r"\bnotebook\s*0\d", "a notebook as a section reference"),
+    (r"issue", "process word 'issue'"),
+    (r"\blent\b", "process word 'lent'"),
+    (r"session", "process word 'session'"),
+    (r"evidence\s+contract", "process words 'evidence contract'"),
+    (r"\.json\b", "a JSON file"),
+    (r"\b[\w-]+\.(?:py|ipynb|tex|csv|yaml|yml|toml|pt)\b", "a file name"),
+    (r"(?<![\w.])(?:report|hwlib|notebooks|results|figures|tests|runs|shared|models)/", "a file path"),
+    (r"\b[A-Za-z0-9]+_[A-Za-z0-9_.]+", "a snake_case key or identifier"),
+    (r"(?<![\w-])--[a-z]", "a command-line flag"),
+]
+# Text typeset by LaTeX (Latin Modern / Computer Modern); anything else in the PDF is the text of an included figure.
+LATEX_FONT_PREFIXES = ("LM", "CM")
+
+
+def pdf_lines_by_origin(pdf: Path) -> tuple[list[str], list[str]]:
+    """(lines of text typeset by LaTeX, lines of text inside included figures) of a PDF, from ``mutool draw -F
+    stext``. A line's characters are split by font: LaTeX's fonts go to the first list, a figure's (matplotlib's
+    DejaVu Sans, STIX) to the second."""
+    xml = subprocess.run(["mutool", "draw", "-q", "-F", "stext", "-o", "-", str(pdf)], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    paper, figure = [], []
+    token = re.compile(r'<line |</line>|<font name="([^"]*)"|<char [^>]*?c="((?:[^"]|&quot;)*)"')
+    cur = {"paper": [], "figure": []}
+    origin = "paper"
+    for m in token.finditer(xml):
+        s = m.group(0)
+        if s.startswith("<line"):
+            cur = {"paper": [], "figure": []}
+        elif s == "</line>":
+            for key, out in (("paper", paper), ("figure", figure)):
+                line = html.unescape("".join(cur[key])).strip()
+                if line:
+                    out.append(line)
+        elif s.startswith("<font"):
+            origin = "paper" if m.group(1).startswith(LATEX_FONT_PREFIXES) else "figure"
+        else:
+            cur[origin].append(m.group(2))
+    return paper, figure
+
+
+def forbidden_hits(lines: list[str]) -> list[str]:
+    """Every forbidden word or name in ``lines``, with its line: in the lines as set, and again with words that a
+    line-end hyphen splits (``ses-`` / ``sion``) joined."""
+    text = "\n".join(lines)
+    joined = re.sub(r"(?<=\w)-\n(?=\w)", "", text)
+    hits = []
+    for pattern, why in FORBIDDEN_IN_TEXT:
+        for t in (text, joined):
+            for m in re.finditer(pattern, t, flags=re.I):
+                a, b = t.rfind("\n", 0, m.start()) + 1, t.find("\n", m.end())
+                hit = f"{why}: {m.group(0)!r} in {t[a: b if b >= 0 else len(t)][:100]!r}"
+                if hit not in hits:
+                    hits.append(hit)
+    return hits
+
+
+def test_forbidden_words_pattern_on_a_hand_made_string():
+    bad = ["trained in the first round", "first-round data", "see notebook 02", "an issue", "a GPU lent to it",
+           "this session", "the evidence contract", "recipe.json", "hwlib/train.py", "report/generated/x",
+           "tp_share_standard", "map_standard", "pck_0.05", "retrain with --force", "ses-\nsion"]
+    good = ["background", "ground truth", "around the maximum", "argmax rounds the position", "rounding error",
+            "silent", "equivalent", "images/s", "S1 (s/m/l)", "small/medium/large", "seed-exact", "0.08 / 0.53",
+            "PCK@0.05", "the protocol --- as VOC does", "py.test plugin"]
+    for b in bad:
+        assert forbidden_hits(b.split("\n")), b
+    for g in good:
+        assert not forbidden_hits([g]), (g, forbidden_hits([g]))
+
+
+_needs_pdf = pytest.mark.skipif(not PDF.exists() or shutil.which("mutool") is None,
+                                reason="needs report/report.pdf and mutool (mupdf-tools)")
+
+
+@_needs_pdf
+def test_pdf_text_has_no_process_words_or_code_names():
+    """The text LaTeX sets in the PDF (body, captions, tables, bibliography) has no word of the project's process
+    ("first round", "notebook 02", "lent", "session", "evidence contract", ...) and no file path, JSON key or
+    snake_case name: the paper speaks to readers, not to the people who ran it."""
+    paper, _ = pdf_lines_by_origin(PDF)
+    assert sum(len(line) for line in paper) > 20_000, "too little LaTeX text in the PDF: is its font not Latin Modern?"
+    hits = forbidden_hits(paper)
+    assert not hits, f"{len(hits)} process words or code names in the PDF's text:\n  " + "\n  ".join(hits)
+
+
+@_needs_pdf
+@pytest.mark.xfail(strict=True, reason="figure text from the plotting code: 02_assignment.pdf says 'anchor_t', "
+                   "recipe_curves.pdf 'validation map_standard', 'pck_0.05', 'anchor_t' and 'first-round arm "
+                   "setting'; remove this mark once those figures are redrawn with readable labels")
+def test_pdf_figure_text_has_no_process_words_or_code_names():
+    """The same check for the text inside the included figures (axis labels, legends, titles)."""
+    _, figure = pdf_lines_by_origin(PDF)
+    hits = forbidden_hits(figure)
+    assert not hits, f"{len(hits)} process words or code names in the figures' text:\n  " + "\n  ".join(hits)
+
+
+def _section_titles(tex: str) -> list[tuple[int, str]]:
+    return [(m.start(), m.group(1).strip()) for m in re.finditer(r"\\section\*?\{([^}]*)\}", tex)]
+
+
+def test_paper_sections():
+    """report.tex has the sections of a paper: Introduction first, Related work, Limitations and Conclusion in the
+    body, and at least one appendix (a \\section after \\appendix)."""
+    tex = _tex_without_comments()["report.tex"]
+    m = re.search(r"\\appendix\b", tex)
+    assert m, "no \\appendix in report.tex"
+    titles = _section_titles(tex)
+    body = [t for pos, t in titles if pos < m.start()]
+    appendix = [t for pos, t in titles if pos > m.start()]
+    assert body and body[0] == "Introduction", f"the first section is {body[:1]}, not Introduction"
+    for want in ("Introduction", "Related work", "Limitations"):
+        assert want in body, f"no \\section{{{want}}} before the appendix; sections: {body}"
+    assert any(re.fullmatch(r"Conclusions?", t) for t in body), f"no \\section{{Conclusion}}; sections: {body}"
+    assert appendix, "\\appendix is followed by no \\section"
+
+
+def test_every_table_referenced():
+    """Every table has a label and is referenced from somewhere other than its own caption."""
+    texts = _tex_without_comments()
+    allt = "\n".join(texts.values())
+    missing, unlabelled = [], []
+    for name, tex in texts.items():
+        for m in re.finditer(r"\\begin\{((?:sideways)?table\*?)\}(.*?)\\end\{\1\}", tex, flags=re.S):
+            labels = re.findall(r"\\label\{([^}]*)\}", m.group(2))
+            if not labels:
+                unlabelled.append(f"{name}: {m.group(2).strip()[:60]!r}")
+            rest = allt.replace(m.group(0), "")
+            missing += [f"{name}: {lab}" for lab in labels if lab not in _refs(rest)]
+    assert not unlabelled, f"tables without \\label: {unlabelled}"
+    assert not missing, "tables never referenced outside their own float:\n  " + "\n  ".join(missing)
