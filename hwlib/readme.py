@@ -24,7 +24,7 @@ def results_table(gen_dir=None) -> str:
 
     det, sc, kp, pipe = load("02_detector_training"), load("03_scale_specialization"), load("04_keypoint_training"), load("pipeline")
     seed = SEED_RESULTS
-    rows = ["| figure (AP per class: circle / square / triangle) | seed report | this study (`cpu` profile) |", "|---|---|---|"]
+    rows = ["| figure (AP per class: circle / square / triangle) | original study | this study (`cpu` profile) |", "|---|---|---|"]
     def pm(r, key, *sub):
         m, sd = r["mean"][key], r["std"][key]
         for k in sub:
