@@ -155,6 +155,28 @@ def _key_path(ckpt: Path) -> Path:
     return ckpt.with_suffix(".key")
 
 
+def _checkpoint_of_key(ckpt: Path, key: str) -> Path | None:
+    """A local checkpoint of the run ``key`` under another name: a ``.key`` file naming it beside ``ckpt``, in the
+    folder above, or in that folder's subfolders (another notebook's checkpoints of the same profile)."""
+    here = ckpt.parent
+    for folder in (here, here.parent):
+        for k in [*sorted(folder.glob("*.key")), *sorted(folder.glob("*/*.key"))] if folder.exists() else []:
+            if k.with_suffix(".pt") != ckpt and k.with_suffix(".pt").exists() and k.read_text().strip() == key:
+                return k.with_suffix(".pt")
+    return None
+
+
+def _same_training(stored_history: dict, hist) -> bool:
+    """Whether a run trained again logged what its stored record holds: the same losses and validation values (not
+    its timings)."""
+    from .store import thin_history
+
+    new = thin_history(hist.to_dict())
+    untimed = lambda evals: [{k: v for k, v in e.items() if k != "seconds"} for e in evals]  # noqa: E731
+    return (new.get("loss") == stored_history.get("loss")
+            and untimed(new.get("evals", [])) == untimed(stored_history.get("evals", [])))
+
+
 def _as_store(store):
     from .store import RunStore
 
@@ -196,7 +218,9 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
     In order: a stored run of this training key (:func:`hwlib.store.training_key`: task, method, seed, config,
     training code) with every evaluation in ``specs`` is returned as it is, nothing loaded; a stored run with a stale
     or missing evaluation is evaluated from its local checkpoint; otherwise the finished local checkpoint of this
-    run is used (:func:`_local_run`), or it is trained (``train() -> (model, History)``). Every new run and every new
+    run is used (:func:`_local_run`), or it is trained (``train(validate) -> (model, History)``). A stored run
+    trained without validation does not serve a call that needs it; a stored run trained again for its weights is
+    trained with validation where its record had it, and keeps its stored name. Every new run and every new
     evaluation is written to the store at once (only by rank 0 of a distributed run). With ``HWLIB_RETRAIN=1`` a
     stored run is trained again and its file replaced. With ``HWLIB_SHARD=i/N`` (``python -m hwlib.pipeline --shard``)
     a missing run of another shard (:func:`shard_of`) is not trained here: this process waits until that shard's
@@ -223,11 +247,19 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
     reuse = _reuse_default() if reuse is None else reuse
     retrain = _retrain_default()
     rec = st.get(key) if st is not None and not retrain else None
+    if rec is not None and validate and not rec.data["history"].get("evals"):
+        print(f"{name}: stored run {rec.path.name} was trained without validation, which this run needs: training it "
+              "again with validation, its store file will be replaced", flush=True)
+        rec = None                                         # a validated run serves both; an unvalidated one does not
     if rec is not None:
         evs = [rec.evaluation(s) for s in specs]
         if all(e is not None for e in evs) and not need_model:
             return rec.history(), [_unpacked(e, unpack) for e in evs], None, rec
     local = None if retrain else _local_run(ckpt, cfg, steps, validate, key, build, ignore, reuse or rec is not None)
+    if local is None and not retrain and ckpt is not None and (reuse or rec is not None):
+        other = _checkpoint_of_key(Path(ckpt), key)        # the same run, trained here under another name
+        local = _local_run(other, cfg, steps, validate, key, build, ignore, False) if other else None
+        ckpt = other if local is not None else ckpt
     shard = os.environ.get(SHARD_ENV)
     if rec is None and local is None and st is not None and shard:
         i, n = parse_shard(shard)
@@ -243,17 +275,24 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
         model, hist = local
         print(f"{name}: finished run found ({Path(ckpt).name}, step {steps}), loaded instead of retrained", flush=True)
     else:
+        keep = rec is not None and bool(rec.data["history"].get("evals"))
         if rec is not None:
             print(f"{name}: stored run {rec.path.name} needs its weights (an evaluation is missing, or the model is "
                   "asked for) and no checkpoint is here: training it again, its store file will be replaced", flush=True)
-        model, hist = train()
+            name = rec.name                                # the run keeps the name it was stored under
+        model, hist = train(validate or keep)              # a stored run's validation log is kept, never dropped
         if ckpt is not None and rank == 0:
             atomic_write_text(_history_path(Path(ckpt)), json.dumps(hist.to_dict()))
             atomic_write_text(_key_path(Path(ckpt)), key + "\n")
-        rec = None                                         # a new training: a new record (old evaluations dropped)
+        # a new training is a new record; the stored run's evaluations stay only where it trained identically
+        # (the same losses and validation log: the same weights), else two notebooks that share a run and need
+        # different evaluations would retrain it in turn on every rebuild
+        kept = rec.data["evaluations"] if rec is not None and _same_training(rec.data["history"], hist) else {}
+        rec = None
     if st is not None and rank == 0 and rec is None:
-        rec = st.put(new_record(task, method, name, cfg, seed, hist, training_code(task), world, ignore,
-                                steps=steps, batch_size=cfg.batch_size, code_parts=training_parts(task)))
+        rec = st.put({**new_record(task, method, name, cfg, seed, hist, training_code(task), world, ignore,
+                                   steps=steps, batch_size=cfg.batch_size, code_parts=training_parts(task)),
+                      "evaluations": kept if local is None else {}})
     elif rec is not None:
         hist = rec.history()                               # the stored run's own log (the checkpoint's is the same)
     missing = [s for s in specs if rec is None or rec.evaluation(s) is None]
@@ -463,7 +502,7 @@ def _detector_run(cfg, seed, run_dir, name, device, precision, progress, validat
                   evaluate=None, need_model=False):
     ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
     return obtain_run("detector", "detector", cfg, seed, name, cfg.steps, build=lambda: build_detector(cfg),
-                      train=lambda: _train_detector(cfg, seed, ckpt, name, device, precision, progress, validate),
+                      train=lambda v: _train_detector(cfg, seed, ckpt, name, device, precision, progress, v),
                       ckpt=ckpt, validate=validate, store=store, specs=specs, evaluate=evaluate,
                       need_model=need_model, reuse=reuse, device=device, precision=precision)
 
@@ -572,8 +611,8 @@ def _keypoint_run(method, cfg, seed, run_dir, name, device, precision, progress,
     ckpt = Path(run_dir) / f"{name}.pt" if run_dir else None
     steps = cfg.steps_of(method)
     return obtain_run("keypoint", method, cfg, seed, name, steps, build=lambda: kp.build_keypoint_model(method, cfg),
-                      train=lambda: _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision,
-                                                          progress, validate),
+                      train=lambda v: _train_keypoint_model(method, cfg, seed, ckpt, name, steps, device, precision,
+                                                           progress, v),
                       ckpt=ckpt, validate=validate, store=store, specs=specs, evaluate=evaluate,
                       ignore=cfg.unread_by(method), need_model=need_model, reuse=reuse, device=device,
                       precision=precision)
@@ -1086,8 +1125,9 @@ def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None
 # whose code closure (hwlib.store.code_closure: every hwlib function, class and value they reach by name) is hashed
 # into the training key and the evaluation spec. A change to code that no root reaches (a new metric, a plot, the
 # other task's model) leaves every stored run valid; a change to code they reach makes the runs it touches new runs.
-TRAINING_PATH = {"detector": ("_train_detector",), "keypoint": ("_train_keypoint_model",)}
-EVAL_PATH = {"detector": ("_evaluate_detector",), "keypoint": ("_evaluate_keypoints", "keypoint_subsets")}
+# (The functions themselves, bound here at import: a later monkeypatch of the module's names leaves the keys alone.)
+TRAINING_PATH = {"detector": (_train_detector,), "keypoint": (_train_keypoint_model,)}
+EVAL_PATH = {"detector": (_evaluate_detector,), "keypoint": (_evaluate_keypoints, keypoint_subsets)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -1104,7 +1144,7 @@ def training_parts(task: str) -> dict:
     """The code closure that :func:`training_code` hashes: ``{qualified name: hash}`` (kept in each stored run)."""
     from .store import code_closure
 
-    return code_closure([globals()[f] for f in TRAINING_PATH[task]])
+    return code_closure(TRAINING_PATH[task])
 
 
 @functools.lru_cache(maxsize=None)
@@ -1113,4 +1153,4 @@ def eval_code(kind: str) -> str:
     ``code`` of its evaluation specs."""
     from .store import closure_digest
 
-    return closure_digest([globals()[f] for f in EVAL_PATH[kind]])
+    return closure_digest(EVAL_PATH[kind])

@@ -403,7 +403,7 @@ def test_the_evaluation_closure_covers_every_function_an_evaluation_runs(smoke):
     for got, kind, m in ((ran, "detector", model), (kran, "keypoint", kmodel)):
         # the model's own code (its forward and what that calls) is the training's: the run's training key names it
         own = set(st.code_closure([type(x) for x in m.modules()]))
-        closure = st.code_closure([getattr(ex, r) for r in ex.EVAL_PATH[kind]])
+        closure = st.code_closure(ex.EVAL_PATH[kind])
         assert got and not (got - set(closure) - own), (kind, sorted(got - set(closure) - own))
 
 
@@ -415,3 +415,34 @@ def test_a_ceiling_is_checked_before_anything_trains(smoke, tmp_path, monkeypatc
         ex.run_detectors(smoke.detector, {"baseline": {}}, 1, split="test", n_eval=4, validate=True, store=tmp_path,
                          ceiling={"headline"})
     assert calls == []
+
+
+def test_two_callers_of_one_run_share_it_without_retraining_in_turn(smoke, tmp_path, monkeypatch):
+    """One run (one training key) asked for by two notebooks under two names, with different evaluations: the second
+    finds the first's checkpoint by its key; with no checkpoint left it trains the run again with the validation the
+    stored record had, keeps its stored name, and keeps the first's evaluation (identical training): neither caller
+    then trains it again."""
+    calls = _count_training(monkeypatch)
+    first = lambda: ex.run_detectors(smoke.detector, {"x": {}}, 1, run_dir=tmp_path / "a", split="test", n_eval=8,  # noqa: E731
+                                     validate=True, store=tmp_path / "store", progress=False, precision="fp32")
+    second = lambda: ex.run_detectors(smoke.detector, {"y": {}}, 1, run_dir=tmp_path / "b", split="test", n_eval=6,  # noqa: E731
+                                      validate=False, store=tmp_path / "store", progress=False, precision="fp32")
+    a = first()
+    assert calls == ["x_s0"]
+    b = second()                                            # the checkpoint of x_s0, found by its key
+    assert calls == ["x_s0"] and b.records["y"].per_seed_metrics[0]["map_standard"] >= 0
+    for p in (tmp_path / "a").glob("*.pt"):
+        p.unlink()
+    calls.clear()
+    (rec,) = st.RunStore(tmp_path / "store").records()
+    rec.data["evaluations"] = {k: e for k, e in rec.data["evaluations"].items() if e["spec"]["n"] == 8}
+    st.RunStore(tmp_path / "store").put(rec.data)           # as if the second caller had never evaluated it
+    second()
+    assert calls == ["y_s0"]                                # no weights anywhere: trained again, once
+    (rec,) = st.RunStore(tmp_path / "store").records()
+    assert rec.name == "x_s0" and rec.data["history"]["evals"]                        # name and validation kept
+    assert sorted(e["spec"]["n"] for e in rec.data["evaluations"].values()) == [6, 8]  # both evaluations kept
+    calls.clear()
+    again = first()
+    assert calls == []
+    assert json.dumps(again.to_json()["x"]["per_seed"], sort_keys=True) == json.dumps(a.to_json()["x"]["per_seed"], sort_keys=True)
