@@ -156,14 +156,30 @@ def _key_path(ckpt: Path) -> Path:
 
 
 def _checkpoint_of_key(ckpt: Path, key: str) -> Path | None:
-    """A local checkpoint of the run ``key`` under another name: a ``.key`` file naming it beside ``ckpt``, in the
-    folder above, or in that folder's subfolders (another notebook's checkpoints of the same profile)."""
+    """A local checkpoint of the stored run ``key`` under another name: a ``.key`` file naming it beside ``ckpt``, in
+    the folder above, or in that folder's subfolders (another notebook's checkpoints of the same profile)."""
     here = ckpt.parent
     for folder in (here, here.parent):
         for k in [*sorted(folder.glob("*.key")), *sorted(folder.glob("*/*.key"))] if folder.exists() else []:
             if k.with_suffix(".pt") != ckpt and k.with_suffix(".pt").exists() and k.read_text().strip() == key:
                 return k.with_suffix(".pt")
     return None
+
+
+def _link_checkpoint(src: Path, dst: Path) -> None:
+    """``dst`` (and its ``.key`` and ``.history.json``) become the files of checkpoint ``src``: hard links where the
+    file system allows, else copies; existing files at ``dst`` are replaced."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for a, b in ((src, dst), (_key_path(src), _key_path(dst)), (_history_path(src), _history_path(dst))):
+        if not a.exists():
+            continue
+        b.unlink(missing_ok=True)
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
 
 
 def _same_training(stored_history: dict, hist) -> bool:
@@ -256,10 +272,11 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
         if all(e is not None for e in evs) and not need_model:
             return rec.history(), [_unpacked(e, unpack) for e in evs], None, rec
     local = None if retrain else _local_run(ckpt, cfg, steps, validate, key, build, ignore, reuse or rec is not None)
-    if local is None and not retrain and ckpt is not None and (reuse or rec is not None):
-        other = _checkpoint_of_key(Path(ckpt), key)        # the same run, trained here under another name
-        local = _local_run(other, cfg, steps, validate, key, build, ignore, False) if other else None
-        ckpt = other if local is not None else ckpt
+    if local is None and rec is not None and not retrain and ckpt is not None:
+        other = _checkpoint_of_key(Path(ckpt), key)        # the stored run's weights, here under another name
+        if other is not None and _local_run(other, cfg, steps, validate, key, build, ignore, False) is not None:
+            _link_checkpoint(other, Path(ckpt))
+            local = _local_run(ckpt, cfg, steps, validate, key, build, ignore, False)
     shard = os.environ.get(SHARD_ENV)
     if rec is None and local is None and st is not None and shard:
         i, n = parse_shard(shard)

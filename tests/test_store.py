@@ -431,6 +431,8 @@ def test_two_callers_of_one_run_share_it_without_retraining_in_turn(smoke, tmp_p
     assert calls == ["x_s0"]
     b = second()                                            # the checkpoint of x_s0, found by its key
     assert calls == ["x_s0"] and b.records["y"].per_seed_metrics[0]["map_standard"] >= 0
+    assert (tmp_path / "b" / "y_s0.pt").read_bytes() == (tmp_path / "a" / "x_s0.pt").read_bytes()   # here too now
+    (tmp_path / "b" / "y_s0.pt").unlink()
     for p in (tmp_path / "a").glob("*.pt"):
         p.unlink()
     calls.clear()
