@@ -185,12 +185,11 @@ def _link_checkpoint(src: Path, dst: Path) -> None:
 def _same_training(stored_history: dict, hist) -> bool:
     """Whether a run trained again logged what its stored record holds: the same losses and validation values (not
     its timings)."""
-    from .store import thin_history
+    from .store import thin_history, untimed_evals
 
     new = thin_history(hist.to_dict())
-    untimed = lambda evals: [{k: v for k, v in e.items() if k != "seconds"} for e in evals]  # noqa: E731
     return (new.get("loss") == stored_history.get("loss")
-            and untimed(new.get("evals", [])) == untimed(stored_history.get("evals", [])))
+            and untimed_evals(new.get("evals", [])) == untimed_evals(stored_history.get("evals", [])))
 
 
 def _as_store(store):
@@ -274,7 +273,7 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
     local = None if retrain else _local_run(ckpt, cfg, steps, validate, key, build, ignore, reuse or rec is not None)
     if local is None and rec is not None and not retrain and ckpt is not None:
         other = _checkpoint_of_key(Path(ckpt), key)        # the stored run's weights, here under another name
-        if other is not None and _local_run(other, cfg, steps, validate, key, build, ignore, False) is not None:
+        if other is not None:                               # (nothing usable is at ckpt: linking loses nothing)
             _link_checkpoint(other, Path(ckpt))
             local = _local_run(ckpt, cfg, steps, validate, key, build, ignore, False)
     shard = os.environ.get(SHARD_ENV)

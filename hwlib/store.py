@@ -272,6 +272,11 @@ def unpack(d: dict) -> torch.Tensor:
     return torch.from_numpy(a.reshape(d["shape"]).copy())
 
 
+def untimed_evals(evals: list) -> list:
+    """A validation log's evaluations without their ``seconds`` (timings): what two trainings of one run share."""
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in evals]
+
+
 def thin_history(h: dict, points: int = HISTORY_POINTS) -> dict:
     """A history dict with its per-step lists (``steps``, ``loss``, ``seconds``) cut to about ``points`` evenly
     spaced entries and the last; ``evals`` and the totals unchanged."""

@@ -107,6 +107,7 @@ def verify(rec, tolerance: float = TOLERANCE, device: str = "auto", precision: s
     "stored_seconds", "seconds", "machine", "stored_machine", "precision"}``."""
     from .experiments import eval_code, training_code
     from .machine import machine_record
+    from .store import untimed_evals
     from .train import pick_device, resolve_precision
 
     data = rec.data
@@ -117,8 +118,8 @@ def verify(rec, tolerance: float = TOLERANCE, device: str = "auto", precision: s
     same = (here.get("cpu_kind") == stored_machine.get("cpu_kind") and here.get("gpu") == stored_machine.get("gpu")
             and prec == data.get("precision"))
     # the validation log's seconds are timings: left out of the comparison
-    untimed = lambda evals: {"evals": [{k: v for k, v in e.items() if k != "seconds"} for e in evals]}  # noqa: E731
-    val = compare(untimed(data["history"].get("evals", [])), untimed(hist.to_dict()["evals"]))
+    val = compare({"evals": untimed_evals(data["history"].get("evals", []))},
+                  {"evals": untimed_evals(hist.to_dict()["evals"])})
     evs = {k: compare(e["metrics"], fresh_evals[k]) for k, e in data["evaluations"].items()}
     rows = []
     for k, e in data["evaluations"].items():
