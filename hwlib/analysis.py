@@ -94,6 +94,65 @@ def assignment_statistics(targets, anchors, anchor_t=4.0, neighbour_cells=True, 
     return out
 
 
+def positive_anchor_scores(outputs, targets, cfg) -> dict:
+    """How a trained detector treats the anchors its own training assignment made positive: do they localise their
+    object, and does their score rank them above the image's other boxes? (The test behind a detector that trains
+    but barely detects: an assignment defect shows as a poor box or a wrong class at the positive anchors, an
+    objectness that never learned to fire as a good box with a low score ranked below background boxes.)
+
+    Args:
+        outputs: raw head outputs ``(P1, P2, P3)``, each ``[N, A*(5+C), H, W]`` (:class:`~hwlib.detector.MultiScaleDetector`).
+        targets: list of ``N`` dicts ``{"boxes": Tensor[M, 4] (x1, y1, x2, y2) pixels, "labels": Tensor[M]}``.
+        cfg: the :class:`~hwlib.config.DetectorConfig` the model trained with (anchors and assignment rule).
+
+    Returns:
+        ``{class name: {...}}`` over the positive anchors of that class's objects, and ``"all"``: ``positives``
+        (count), ``objects``, medians of ``iou`` (the positive's decoded box with its object), ``score``
+        (sigmoid(obj) x best class probability) and ``rank`` (how many boxes of its image score higher), and
+        ``label_right`` (share whose best class is the object's); plus ``"image_top_score"``, the median over images
+        of the highest score of any box.
+    """
+    from .detector import STRIDES, _flatten_targets, assign_targets, decode_outputs
+
+    boxes, scores, labels, _ = decode_outputs(outputs, cfg.anchors, len(CLASS_NAMES))          # [N, K, ...]
+    sizes = [tuple(o.shape[-2:]) for o in outputs]
+    assigned = assign_targets(targets, sizes, cfg.anchors, STRIDES, cfg.anchor_t, cfg.neighbour_cells, cfg.assignment)
+    na, start, flat = len(cfg.anchors[0]), 0, []
+    for (h, w), a in zip(sizes, assigned):                 # index of each positive in decode_outputs' order
+        flat.append(start + (a["anchor"] * h + a["gy"]) * w + a["gx"])
+        start += na * h * w
+    flat = torch.cat(flat)
+    img = torch.cat([a["image"] for a in assigned])
+    g = torch.cat([a["gt"] for a in assigned])
+    gt = _flatten_targets(targets, "cpu")
+    cls = gt[g, 1].long()
+    box, score = boxes[img, flat], scores[img, flat]
+    t = gt[g, 2:6]
+    inter = (torch.minimum(box[:, 2:], t[:, 2:]) - torch.maximum(box[:, :2], t[:, :2])).clamp(min=0).prod(-1)
+    union = (box[:, 2:] - box[:, :2]).clamp(min=0).prod(-1) + (t[:, 2:] - t[:, :2]).prod(-1) - inter
+    iou = inter / union.clamp(min=1e-12)                   # matched pairs: positive's box vs its own object
+    rank = (scores[img] > score[:, None]).sum(1).float()
+    right = (labels[img, flat] == cls).float()
+
+    # per object, its best positive (highest score): how the object itself is ranked, however many positives it has
+    best = torch.full((len(gt),), -1.0).scatter_reduce(0, g, score, "amax") if len(g) else torch.zeros(len(gt))
+    has = torch.zeros(len(gt), dtype=torch.bool)
+    has[g] = True
+    best_rank = (scores[gt[:, 0].long()] > best[:, None]).sum(1).float() if len(gt) else torch.zeros(0)
+
+    def stats(m, o):
+        med = lambda x, k: float(x[k].median()) if k.any() else None     # None: no positive of this class
+        return {"positives": int(m.sum()), "objects": int(o.sum()), "iou": med(iou, m), "score": med(score, m),
+                "rank": med(rank, m), "label_right": float(right[m].mean()) if m.any() else None,
+                "object_score": med(best, o), "object_rank": med(best_rank, o)}
+
+    gcls = gt[:, 1].long()
+    out = {n: stats(cls == c, has & (gcls == c)) for c, n in enumerate(CLASS_NAMES)}
+    out["all"] = stats(torch.ones_like(cls, dtype=torch.bool), has)
+    out["image_top_score"] = float(scores.max(1).values.median()) if scores.numel() else None
+    return out
+
+
 def confusion_any_size(preds, targets, iou_threshold=0.5, num_classes=3) -> np.ndarray:
     """For each GT: the class of the highest-scoring detection (any class) with IoU >= threshold, or
     "missed" (last column). Rows GT class, columns predicted class + missed."""

@@ -822,6 +822,7 @@ class Runs:
     extra: dict = dataclasses.field(default_factory=dict)
     stored: dict = dataclasses.field(default_factory=dict)
     weights: dict = dataclasses.field(default_factory=dict)     # (name, seed) -> (ckpt, build, cfg, steps, ignore)
+    store: Any = None                                            # the RunStore the runs were read from / written to
 
     def to_json(self) -> dict:
         return {name: r.to_json() for name, r in self.records.items()}
@@ -836,6 +837,41 @@ class Runs:
                 raise KeyError(f"run {(name, seed)} has neither weights here nor a stored record")
             self.models[(name, seed)] = (run_weights(rec, ckpt, build, cfg, steps, ignore=ignore), cfg)
         return self.models[(name, seed)][0].eval()
+
+
+    def analysis(self, name: str, seed: int, spec: dict, evaluate) -> dict:
+        """An evaluation of run ``(name, seed)`` beyond those its training call made: read from the run store where
+        it holds ``spec`` (a dict naming its ``kind`` and its code's hash, ``"code"``), else ``evaluate(model, cfg,
+        spec) -> dict`` on the run's weights (:meth:`model`) and stored with the run, so that a rebuild from the
+        store makes it without the weights."""
+        from .machine import machine_record
+
+        rec = self.stored.get((name, seed))
+        ev = rec.evaluation(spec) if rec is not None else None
+        if ev is not None:
+            return ev["metrics"]
+        model = self.model(name, seed)
+        metrics = evaluate(model, self.models[(name, seed)][1], spec)
+        if self.store is not None and rec is not None:
+            self.stored[(name, seed)] = self.store.add_evaluation(rec, spec, metrics, None, machine_record(), "fp32")
+        return metrics
+
+
+def positives_spec(cfg: DetectorConfig, split: str = "val", n: int = 200) -> dict:
+    """What :func:`evaluate_positives` computes (its evaluation key): ``n`` images of ``split`` (validation by
+    default: a diagnosis, not a reported score) drawn like ``cfg``'s training data, inference in fp32."""
+    return {"kind": "positives", "split": split, "seed": split_seed(split), "n": int(n), "size_mode": cfg.size_mode,
+            "balanced_classes": cfg.balanced_classes, "code": eval_code("positives")}
+
+
+def evaluate_positives(model, cfg: DetectorConfig, spec: dict) -> dict:
+    """:func:`hwlib.analysis.positive_anchor_scores` of ``model`` (trained with ``cfg``) on ``spec``'s images
+    (:func:`positives_spec`): do the anchors its training assignment made positive localise, classify and rank?"""
+    from .analysis import positive_anchor_scores
+
+    images, targets = detection_data(spec["n"], spec["seed"], spec["size_mode"], spec["balanced_classes"])
+    _, raw = predict_detector(model, images, cfg, device="cpu", precision="fp32", raw=True)
+    return positive_anchor_scores(raw, list(targets), cfg)
 
 
 def _with_baseline(records: dict, baseline: str | None, skip=()) -> dict:
@@ -925,7 +961,7 @@ def run_detectors(base: DetectorConfig, arms: dict, seeds, run_dir=None, prefix:
     n_eval = n_eval or base.n_val
     size_mode = eval_size_mode or base.size_mode
     images, targets = detection_data(n_eval, split_seed(split), size_mode, base.balanced_classes)
-    runs = Runs({}, {}, {}, images, targets, {"analyses": {}})
+    runs = Runs({}, {}, {}, images, targets, {"analyses": {}}, store=_as_store(store))
     for name, over in arms.items():
         cfg = dataclasses.replace(base, **over)
         if cfg.size_mode != base.size_mode:
@@ -1143,7 +1179,8 @@ def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None
 # other task's model) leaves every stored run valid; a change to code they reach makes the runs it touches new runs.
 # (The functions themselves, bound here at import: a later monkeypatch of the module's names leaves the keys alone.)
 TRAINING_PATH = {"detector": (_train_detector,), "keypoint": (_train_keypoint_model,)}
-EVAL_PATH = {"detector": (_evaluate_detector,), "keypoint": (_evaluate_keypoints, keypoint_subsets)}
+EVAL_PATH = {"detector": (_evaluate_detector,), "keypoint": (_evaluate_keypoints, keypoint_subsets),
+             "positives": (evaluate_positives,)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -1165,7 +1202,7 @@ def training_parts(task: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def eval_code(kind: str) -> str:
-    """Hash of the code an evaluation of ``kind`` ("detector" | "keypoint") executes (:data:`EVAL_PATH`): the
+    """Hash of the code an evaluation of ``kind`` ("detector" | "keypoint" | "positives") executes (:data:`EVAL_PATH`): the
     ``code`` of its evaluation specs."""
     from .store import closure_digest
 

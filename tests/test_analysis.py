@@ -474,3 +474,89 @@ def test_data_statistics_hand_worked():
 def test_data_statistics_without_keypoints():
     s = analysis.data_statistics([T([[0, 0, 10, 10]], [0])], buckets=(39.0, 91.0))
     assert not any(k.startswith("kp_") for k in s) and s["class_counts"]["circle"] == 1
+
+
+# ----------------------------------------------------------------------------- positive_anchor_scores
+def _zero_outputs(n=1, na=3, c=3):
+    return tuple(torch.zeros(n, na * (5 + c), 224 // s, 224 // s) for s in (4, 8, 16))
+
+
+def _set(outputs, level, image, anchor, gy, gx, channel, value, c=3):
+    outputs[level][image, anchor * (5 + c) + channel, gy, gx] = value
+
+
+def test_positive_anchor_scores_hand_worked():
+    """One 20 px square at (100, 100)-(120, 120): its best anchor is S1's 24 px (index 1; IoU 400/576 beats 16 px's
+    256/400), centre (110, 110) -> S1 cell (27, 27) at offset 0.5. Logits set so that this anchor decodes the object
+    exactly (xy sigmoid 0.5; wh (2 sigmoid)^2 * 24 = 20) with objectness and class 'square' near 1."""
+    from hwlib.analysis import positive_anchor_scores
+
+    cfg = DetectorConfig(assignment="best_anchor", neighbour_cells=False)
+    out = _zero_outputs()
+    out[0][:, 4::8] = -20.0                                   # every anchor's objectness ~0 ...
+    out[1][:, 4::8] = -20.0
+    out[2][:, 4::8] = -20.0
+    sig = math.sqrt(20 / 24) / 2
+    for ch, v in ((0, 0.0), (1, 0.0), (2, math.log(sig / (1 - sig))), (3, math.log(sig / (1 - sig))), (4, 20.0), (6, 20.0)):
+        _set(out, 0, 0, 1, 27, 27, ch, v)                     # ... but the positive's
+    targets = [T([[100, 100, 120, 120]], [1])]
+    r = positive_anchor_scores(out, targets, cfg)
+    assert r["square"]["positives"] == 1 and r["square"]["objects"] == 1
+    assert r["square"]["iou"] == pytest.approx(1.0, abs=1e-5)
+    assert r["square"]["score"] == pytest.approx(1.0, abs=1e-5) and r["square"]["rank"] == 0
+    assert r["square"]["label_right"] == 1.0 and r["square"]["object_rank"] == 0
+    assert r["circle"]["positives"] == 0 and r["circle"]["iou"] is None
+    assert r["image_top_score"] == pytest.approx(1.0, abs=1e-5)
+    # a background box scoring higher pushes the object to rank 1; a wrong class at the positive shows as label_right 0
+    _set(out, 2, 0, 0, 3, 3, 4, 25.0)
+    _set(out, 2, 0, 0, 3, 3, 5, 25.0)
+    _set(out, 0, 0, 1, 27, 27, 5, 30.0)
+    r = positive_anchor_scores(out, targets, cfg)
+    assert r["square"]["rank"] == 1 and r["square"]["object_rank"] == 1 and r["square"]["label_right"] == 0.0
+    # under the ratio rule the object has several positives (every anchor within anchor_t, neighbour cells)
+    r = positive_anchor_scores(out, targets, DetectorConfig())
+    assert r["square"]["positives"] > 1 and r["square"]["objects"] == 1
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["ratio", "best_anchor"]))
+def test_positive_anchor_scores_matches_loop(seed, assignment):
+    """Against a loop that decodes each positive straight from its head's raw tensor (no flat indexing)."""
+    from hwlib.analysis import positive_anchor_scores
+    from hwlib.detector import STRIDES, assign_targets, decode_outputs
+
+    g = torch.Generator().manual_seed(seed)
+    cfg = DetectorConfig(assignment=assignment, neighbour_cells=assignment == "ratio")
+    out = tuple(torch.randn(2, 24, 224 // s, 224 // s, generator=g) * 2 for s in STRIDES)
+    targets = []
+    for _ in range(2):
+        m = int(torch.randint(1, 4, (1,), generator=g))
+        xy = torch.randint(0, 150, (m, 2), generator=g).float()
+        wh = torch.randint(8, 70, (m, 2), generator=g).float()
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, 3, (m,), generator=g)})
+    r = positive_anchor_scores(out, targets, cfg)
+    _, all_scores, _, _ = decode_outputs(out, cfg.anchors)
+    asg = assign_targets(targets, [o.shape[-2:] for o in out], cfg.anchors, STRIDES, cfg.anchor_t,
+                         cfg.neighbour_cells, cfg.assignment)
+    gts = [(i, j) for i, t in enumerate(targets) for j in range(len(t["labels"]))]
+    ious, ranks, per_class = [], [], {c: [] for c in range(3)}
+    for level, a in enumerate(asg):
+        s = STRIDES[level]
+        for k in range(len(a["image"])):
+            i, an, gy, gx = (int(a[f][k]) for f in ("image", "anchor", "gy", "gx"))
+            v = out[level][i, an * 8:(an + 1) * 8, gy, gx]
+            cx, cy = (gx + float(v[0].sigmoid()) * 2 - 0.5) * s, (gy + float(v[1].sigmoid()) * 2 - 0.5) * s
+            bw, bh = (float(v[2].sigmoid()) * 2) ** 2 * cfg.anchors[level][an], (float(v[3].sigmoid()) * 2) ** 2 * cfg.anchors[level][an]
+            score = float(v[4].sigmoid()) * float(v[5:8].softmax(0).max())
+            i0, j0 = gts[int(a["gt"][k])]
+            x1, y1, x2, y2 = targets[i0]["boxes"][j0].tolist()
+            iw = max(0.0, min(cx + bw / 2, x2) - max(cx - bw / 2, x1))
+            ih = max(0.0, min(cy + bh / 2, y2) - max(cy - bh / 2, y1))
+            iou = iw * ih / (bw * bh + (x2 - x1) * (y2 - y1) - iw * ih)
+            rank = int((all_scores[i] > score * (1 + 1e-6)).sum())
+            per_class[int(targets[i0]["labels"][j0])].append((iou, rank))
+    for c, name in enumerate(CLASS_NAMES):
+        assert r[name]["positives"] == len(per_class[c])
+        if per_class[c]:
+            assert r[name]["iou"] == pytest.approx(float(torch.tensor([x[0] for x in per_class[c]]).median()), abs=1e-4)
+            assert abs(r[name]["rank"] - float(torch.tensor([x[1] for x in per_class[c]], dtype=torch.float).median())) <= 2

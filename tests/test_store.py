@@ -448,3 +448,36 @@ def test_two_callers_of_one_run_share_it_without_retraining_in_turn(smoke, tmp_p
     again = first()
     assert calls == []
     assert json.dumps(again.to_json()["x"]["per_seed"], sort_keys=True) == json.dumps(a.to_json()["x"]["per_seed"], sort_keys=True)
+
+
+def test_an_analysis_of_a_stored_run_is_made_once_then_read_from_the_store(smoke, tmp_path, monkeypatch):
+    """Runs.analysis: made from the run's weights and stored with the run; a rebuild reads it without weights."""
+    calls, made = _count_training(monkeypatch), []
+
+    def evaluate(model, cfg, spec):
+        made.append(spec["n"])
+        return ex.evaluate_positives(model, cfg, spec)
+
+    runs = _detectors(smoke, tmp_path / "store", run_dir=tmp_path / "ckpt")
+    spec = ex.positives_spec(smoke.detector, n=4)
+    first = runs.analysis("baseline", 0, spec, evaluate)
+    assert made == [4] and set(first) == {"circle", "square", "triangle", "all", "image_top_score"}
+    for p in (tmp_path / "ckpt").glob("*"):
+        p.unlink()                                          # no weights left: only the store can answer
+    calls.clear()
+    again = _detectors(smoke, tmp_path / "store", run_dir=tmp_path / "ckpt")
+    assert again.analysis("baseline", 0, spec, evaluate) == first
+    assert made == [4] and calls == []
+    # another spec is another evaluation: made again (here the weights are gone, so the run is named)
+    with pytest.raises(Exception, match="baseline"):
+        again.analysis("baseline", 0, ex.positives_spec(smoke.detector, n=3), evaluate)
+
+
+def test_the_positives_closure_covers_what_it_runs(smoke):
+    cfg = smoke.detector
+    model = ex.build_detector(cfg).eval()
+    spec = ex.positives_spec(cfg, n=3)
+    ran = {n for n in _executed(lambda: ex.evaluate_positives(model, cfg, spec)) if not n.endswith("<module>")}
+    own = set(st.code_closure([type(x) for x in model.modules()]))
+    closure = st.code_closure(ex.EVAL_PATH["positives"])
+    assert ran and not (ran - set(closure) - own), sorted(ran - set(closure) - own)
