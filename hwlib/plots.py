@@ -333,7 +333,7 @@ def assignment_counts(counts, path=None):
     ax.set_xticklabels(["S1\n(stride 4)", "S2\n(stride 8)", "S3\n(stride 16)"])
     ax.set_xlabel("head")
     ax.set_ylabel("positives per image")
-    ax.set_title("positive samples per head\n(ratio matching, anchor_t = 4, 3 cells)", fontsize=8)
+    ax.set_title("positive samples per head\n(side-ratio matching, ratio < 4, 3 cells)", fontsize=8)
     _legend_above(fig)
     return _finish(fig, path)
 

@@ -432,6 +432,20 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
+# how the report prints a task, a metric and an arm (the keys stay as stored in recipe.json)
+TASK_TITLES = {"heatmap": "heatmap", "detector": "detector", "regression": "GAP+FC regression",
+               "arms": "detector, ablation setting", "plateau": "headline detectors", "ablation": "heatmap, ablation setting"}
+METRIC_LABELS = {"map_standard": "mAP@0.5", "pck_0.05": "PCK@0.05"}
+_ARM_WORDS = (("first-round arm setting", "initial arm setting"), ("profile (", "initial ("), ("anchor_t", "side ratio"))
+
+
+def arm_label(arm: str) -> str:
+    """An arm's name as the report prints it: the words of its settings, not of the code or of how it came about."""
+    for old, new in _ARM_WORDS:
+        arm = arm.replace(old, new)
+    return arm
+
+
 def recipe_table(results: dict):
     """``(header, rows)``: every task's arms, images to the goal, final validation metric (mean ± std) and its paired
     difference against its control arm (mean [95% CI]): the task's profile recipe unless the row names another."""
@@ -447,11 +461,11 @@ def recipe_table(results: dict):
             vs = control_of(task, arm) if arm in RECIPES[task]["arms"] else None
             diff = diff_cell(r, "final")
             if vs not in (None, arm, next(iter(RECIPES[task]["arms"]))):  # its own control, named under the difference
-                diff = f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{diff}\\\\vs {tex_escape(vs)}\\end{{tabular}}"
-            rows.append([f"{task}: {arm}", str(r["train_images"][0]), f"{reached}/{len(r['seeds'])}",
+                diff = f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{diff}\\\\vs {tex_escape(arm_label(vs))}\\end{{tabular}}"
+            rows.append([f"{TASK_TITLES.get(task, task)}: {arm_label(arm)}", str(r["train_images"][0]), f"{reached}/{len(r['seeds'])}",
                          pm(r, "images_to_goal", digits=0), pm(r, "final"), diff])
         rows.append("midrule")
-    return ["task: recipe (settings: recipe.json)", "images", "reached", "images to goal", "final (validation)",
+    return ["task: setting", "images", "reached", "images to goal", "final (validation)",
             "$\\Delta$ final vs control [95\\% CI]"], rows[:-1]
 
 
@@ -471,14 +485,14 @@ def recipe_curves(curves: dict, results: dict, path=None):
             for i, (arm, a) in enumerate(arms.items()):
                 for k, c in enumerate(a["runs"]):
                     ax.plot([s * a["batch"] for s, _ in c], [v for _, v in c], color=PALETTE[i % len(PALETTE)], lw=1,
-                            alpha=0.8, label=arm if k == 0 else None)
+                            alpha=0.8, label=arm_label(arm) if k == 0 else None)
             ax.axhline(results[task]["goal"], color="k", ls=":", lw=1)
             lo = min(v for a in arms.values() for c in a["runs"] for _, v in c[len(c) // 3:])
             ax.set_ylim(max(0.0, lo - 0.05), 1.0)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
             ax.set_xlabel("training images")
-            ax.set_ylabel(f"validation {results[task]['metric']}")
-            ax.set_title(task)
+            ax.set_ylabel(f"validation {METRIC_LABELS.get(results[task]['metric'], results[task]['metric'])}")
+            ax.set_title(TASK_TITLES.get(task, task))
             ax.grid(alpha=0.3)
             ax.legend(loc="lower right", fontsize=6, frameon=True, framealpha=0.85)
         for ax in list(axes.flat)[len(curves):]:
@@ -488,7 +502,9 @@ def recipe_curves(curves: dict, results: dict, path=None):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m hwlib.recipe")
-    ap.add_argument("--task", required=True, choices=list(RECIPES))
+    ap.add_argument("--task", choices=list(RECIPES), help="the task whose arms to train (required unless --redraw)")
+    ap.add_argument("--redraw", action="store_true", help="train nothing: rebuild the table and the figure from the "
+                    "committed recipe.json and recipe_curves.json")
     ap.add_argument("--arms", nargs="+", help="arm names (default: all of the task's)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0 .. SEEDS - 1")
     ap.add_argument("--seed-ids", type=int, nargs="+", metavar="S",
@@ -506,6 +522,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from .report import atomic_write_text, write_results, write_table
 
+    if args.redraw:
+        p = load_profile(args.profile)
+        gen_dir, fig_dir = (Path(args.out),) * 2 if args.out else (p.generated_dir, p.figures_dir)
+        results = json.loads((gen_dir / "recipe.json").read_text())
+        write_table(gen_dir, "recipe_table", *recipe_table(results), align="lrrrrr")
+        recipe_curves(json.loads((gen_dir / "recipe_curves.json").read_text()), results, fig_dir / "recipe_curves.pdf")
+        print(f"recipe table and figure redrawn from {gen_dir / 'recipe.json'}")
+        return 0
+    if args.task is None:
+        ap.error("--task is required (or --redraw)")
     if args.lr_range:
         return _main_lr_range(args)
 
