@@ -433,8 +433,8 @@ def _slug(name: str) -> str:
 
 
 # how the report prints a task, a metric and an arm (the keys stay as stored in recipe.json)
-TASK_TITLES = {"heatmap": "heatmap", "detector": "detector", "regression": "GAP+FC regression",
-               "arms": "detector, ablation setting", "plateau": "headline detectors", "ablation": "heatmap, ablation setting"}
+TASK_TITLES = {"heatmap": "heatmap", "detector": "detector", "regression": "regression", "arms": "ablation detector",
+               "plateau": "headline detector", "ablation": "ablation heatmap"}
 METRIC_LABELS = {"map_standard": "mAP@0.5", "pck_0.05": "PCK@0.05"}
 _ARM_WORDS = (("first-round arm setting", "initial arm setting"), ("profile (", "initial ("), ("anchor_t", "side ratio"))
 

@@ -528,9 +528,6 @@ def test_pdf_text_has_no_process_words_or_code_names():
 
 
 @_needs_pdf
-@pytest.mark.xfail(strict=True, reason="figure text from the plotting code: 02_assignment.pdf says 'anchor_t', "
-                   "recipe_curves.pdf 'validation map_standard', 'pck_0.05', 'anchor_t' and 'first-round arm "
-                   "setting'; remove this mark once those figures are redrawn with readable labels")
 def test_pdf_figure_text_has_no_process_words_or_code_names():
     """The same check for the text inside the included figures (axis labels, legends, titles)."""
     _, figure = pdf_lines_by_origin(PDF)

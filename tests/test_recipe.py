@@ -82,6 +82,26 @@ def test_cli_writes_record_table_and_figure_and_keeps_other_arms(tiny, tmp_path)
     table = (out / "recipe_table.tex").read_text()
     assert "batch_size" not in table and "batch 8 & 32 & 1/1" in table     # 4 steps x batch 8: 32 images; no bare underscore
     assert (out / "recipe_curves.pdf").exists() and (out / "recipe.tex").exists()
+    # --redraw rebuilds table and figure from the JSON alone: nothing is trained (the run folder may be gone)
+    for p in runs.rglob("*"):
+        if p.is_file():
+            p.unlink()
+    (out / "recipe_table.tex").unlink()
+    (out / "recipe_curves.pdf").unlink()
+    assert recipe.main(["--redraw", "--profile", "smoke", "--out", str(out)]) == 0
+    assert (out / "recipe_table.tex").read_text() == table and (out / "recipe_curves.pdf").exists()
+    assert not [p for p in runs.rglob("*") if p.is_file()]
+    with pytest.raises(SystemExit):
+        recipe.main(["--profile", "smoke"])                                  # neither --task nor --redraw
+
+
+def test_arm_labels_use_the_readers_words():
+    assert recipe.arm_label("first-round arm setting (width 0.5)") == "initial arm setting (width 0.5)"
+    assert recipe.arm_label("profile (lr 4e-3, batch 32)") == "initial (lr 4e-3, batch 32)"
+    assert recipe.arm_label("batch 8, 400 steps, anchor_t 3") == "batch 8, 400 steps, side ratio 3"
+    assert set(recipe.TASK_TITLES) >= set(recipe.RECIPES)                    # every task has a printed title
+    for arms in (r["arms"] for r in recipe.RECIPES.values()):
+        assert not [a for a in map(recipe.arm_label, arms) if "_" in a or "first-round" in a or "profile" in a]
 
 
 def test_an_arm_is_paired_with_its_named_control(tiny, tmp_path):
