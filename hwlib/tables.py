@@ -24,7 +24,7 @@ def ap_table(models: dict, seed_results: dict):
 
     ``models``: ``{name: record}`` with ``ap_standard`` / ``ap_seed`` dicts and ``map_*``."""
     sd = seed_results["detector"]
-    rows = [["seed report (seed protocol)", *[f"{sd['ap'][n]:.3f}" for n in CLASS_NAMES], f"{sd['map']:.3f}"], "midrule"]
+    rows = [["original study (seed protocol)", *[f"{sd['ap'][n]:.3f}" for n in CLASS_NAMES], f"{sd['map']:.3f}"], "midrule"]
     for name, r in models.items():
         for proto in ("seed", "standard"):
             rows.append([f"{_LABELS.get(name, name)}{_n(r)}, {proto} protocol",
@@ -46,7 +46,7 @@ def head_bucket_table(tb: dict, tb_std: dict, seed_tp, buckets):
              ["recall (conf >= 0.5)", *[f"{v:.3f}" for v in tb["recall"]], "", "", ""],
              ["recall (conf >= 0.001)", *[f"{v:.3f}" for v in tb_std["recall"]], "", "", ""],
              ["GT objects", *[str(int(v)) for v in tb["n_gt"]], "", "", ""]]
-    return ["head", *[f"ours {b}" for b in buckets], *[f"seed {b}" for b in buckets]], rows
+    return ["head", *[f"ours {b}" for b in buckets], *[f"original {b}" for b in buckets]], rows
 
 
 def arms_table(arms: dict, headline: dict | None = None, headline_label: str = ""):
@@ -106,8 +106,8 @@ def pck_table(methods: dict, seed_results: dict):
         rows.append([name.replace("_", " ") + _n(r), *[_pm_path(r, sub, f"pck_{t}") for t in TAUS]])
     sk = seed_results["keypoints"]
     rows += ["midrule",
-             ["seed report: heatmap", f"{sk['heatmap']['0.05']:.2f}", "", "", f"{sk['heatmap']['0.2']:.2f}"],
-             ["seed report: regression", f"{sk['regression']['0.05']:.2f}", "", "", f"{sk['regression']['0.2']:.2f}"]]
+             ["original study: heatmap", f"{sk['heatmap']['0.05']:.2f}", "", "", f"{sk['heatmap']['0.2']:.2f}"],
+             ["original study: regression", f"{sk['regression']['0.05']:.2f}", "", "", f"{sk['regression']['0.2']:.2f}"]]
     return ["method", *[f"PCK@{t}" for t in TAUS]], rows
 
 
