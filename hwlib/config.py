@@ -257,9 +257,10 @@ def _cpu() -> Profile:
     kp = KeypointConfig(n_train=8000, n_val=1000, steps=2000, regression_steps=4000, batch_size=16, lr=8e-3,
                         regression_lr=1e-3, eval_every=125)
     # notebook 05's cheaper setting, half the channels and half the images. The recipe study's "ablation" task
-    # (validation) put its base arm at 0.942 after 1,000 steps of batch 16 and 0.964 after 2,000; notebook 05's
-    # "twice the steps" arm measures that gap again on the test split (the contract: within 0.03 of the plateau)
-    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=1000, batch_size=16, lr=4e-3)
+    # (validation) put its base arm at 0.942 after 1,000 steps of batch 16 and 0.964 after 2,000 (+0.022: 1,000 steps
+    # was not its plateau), so the arms train 2,000; notebook 05's "twice the steps" arm (4,000) is the base arm's
+    # ceiling test, on validation (plateau verdict) and on the test split (the gap)
+    kp_abl = KeypointConfig(base_channels=16, n_train=4000, n_val=500, steps=2000, batch_size=16, lr=4e-3)
     return Profile(name="cpu", detector=det, det_ablation=det_abl, seed_exact_seeds=3, rf_aware_seeds=3, validated_seeds=1, keypoint=kp,
                    kp_ablation=kp_abl)
 

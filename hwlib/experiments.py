@@ -1147,25 +1147,38 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
 
 def run_keypoint_arms(base: KeypointConfig, arms: dict, seeds: int, run_dir=None, split: str = "test",
                       n_eval: int | None = None, baseline: str | None = None, setting: str | None = None,
-                      progress: bool = True, device: str = "auto", precision: str = "auto", store=None) -> Runs:
+                      progress: bool = True, device: str = "auto", precision: str = "auto", store=None,
+                      validate: bool = False, ceiling=False) -> Runs:
     """Heatmap-model ablation: every arm (``name -> KeypointConfig overrides`` of ``base``) for ``seeds`` seeds on
     the same data, evaluated on the same ``split`` images by PCK in image pixels (every heatmap decoding) and
     by the seed's heatmap MSE (``heatmap_mse``); arms paired with ``baseline`` (default: the first arm). Runs are read
-    from the run ``store`` first (:func:`obtain_run`); run names ``<arm>_s<seed>``."""
-    from .results import Record
+    from the run ``store`` first (:func:`obtain_run`); run names ``<arm>_s<seed>``.
 
+    ``validate``: every seed validated at each quarter of its schedule (:func:`quarter_validation`), so that each arm
+    has its own plateau verdict; ``ceiling``: ``True`` or the arms whose verdict is a ceiling (each seed also trained
+    for twice its schedule, run ``<arm>_x2_s<seed>``; :func:`hwlib.results.ceiling_plateau`), as in
+    :func:`run_detectors`."""
+    from .results import Record, ceiling_plateau, plateau
+
+    ceiling = _ceiling_arms(ceiling, arms, validate)
     n_eval = n_eval or base.n_val
     images, gt, _ = keypoint_data(n_eval, split_seed(split), base.hard_fraction)
-    runs = Runs({}, {}, {}, images, gt)
+    runs = Runs({}, {}, {}, images, gt, store=_as_store(store))
     for name, over in arms.items():
         cfg = dataclasses.replace(base, **over)
         ss = list(range(seeds))
         spec = keypoint_spec("heatmap", cfg, split, n_eval, subsets=False, predictions=False, mse=True)
-        per_seed, _, secs, _, files = _keypoint_runs(
-            "heatmap", cfg, ss, run_dir, [f"{name}_s{s}" for s in ss], split, n_eval, False, None, runs, name, spec,
+        per_seed, _, secs, hists, files = _keypoint_runs(
+            "heatmap", cfg, ss, run_dir, [f"{name}_s{s}" for s in ss], split, n_eval, validate, 0, runs, name, spec,
             progress, device, precision, store)
-        runs.records[name] = Record(ss, per_seed, secs, [cfg.steps * cfg.batch_size] * len(ss), setting=setting,
-                                    extra={"runs": files} if files else {})
+        runs.histories[name] = hists
+        verdict = plateau(hists, "pck_0.05", of=len(ss)) if validate else None
+        if name in ceiling:
+            twice = [_keypoint_run("heatmap", quarter_validation(doubled(cfg), 2 * cfg.steps), s, run_dir,
+                                   f"{name}_x2_s{s}", device, precision, progress, True, None, store)[0] for s in ss]
+            verdict = ceiling_plateau(hists, twice, "pck_0.05", verdict)
+        runs.records[name] = Record(ss, per_seed, secs, [cfg.steps * cfg.batch_size] * len(ss), plateau=verdict,
+                                    setting=setting, extra={"runs": files} if files else {})
     runs.records = _with_baseline(runs.records, baseline or next(iter(arms)))
     return runs
 

@@ -160,6 +160,22 @@ def _paired_stat(diffs: list, metric: str = "") -> dict:
     return {"mean": m, "ci95": [lo, hi], "n": len(diffs), "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0))}
 
 
+def claim_verdict(diff: dict, worse_if: str) -> str:
+    """A claim "A is worse than B" judged by the paired difference A - B (``{"mean", "ci95"}``, :meth:`Record.paired`):
+    ``"yes"`` when the 95% interval lies wholly on the worse side of 0, ``"no"`` when wholly on the other side, and
+    ``"not resolved"`` when it contains 0 (or is undefined, one seed). ``worse_if``: ``"lower"`` (a score such as PCK)
+    or ``"higher"`` (an error such as MSE)."""
+    if worse_if not in ("lower", "higher"):
+        raise ValueError(f"worse_if must be 'lower' or 'higher', got {worse_if!r}")
+    lo, hi = diff["ci95"]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "not resolved"
+    below, above = hi < 0, lo > 0
+    if not (below or above):
+        return "not resolved"
+    return "yes" if (below if worse_if == "lower" else above) else "no"
+
+
 @dataclasses.dataclass
 class Record:
     """SPEC §7's model record: one metric dict per seed and everything derived from them.

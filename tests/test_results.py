@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwlib.results import Record, ceiling_plateau, diff_cell, mean_ci, plateau, pm, t_quantile
+from hwlib.results import Record, ceiling_plateau, claim_verdict, diff_cell, mean_ci, plateau, pm, t_quantile
 from hwlib.train import History
 
 
@@ -141,3 +141,19 @@ def test_nested_proportions_are_bounded_too():
     ci = Record([0, 1, 2], per, [1.0] * 3, [1] * 3).to_json()["ci95"]
     assert ci["decodings"]["argmax"]["pck_0.05"][1] == 1.0 and ci["subsets"]["hidden"]["pck_0.05"][1] == 1.0
     assert ci["decodings"]["argmax"]["mean_px_error"][1] > 1.0                # not a proportion: left as it is
+
+
+def test_claim_verdict_reads_the_interval_not_the_mean():
+    d = lambda lo, hi: {"mean": (lo + hi) / 2, "ci95": [lo, hi]}  # noqa: E731
+    assert claim_verdict(d(-0.05, -0.01), "lower") == "yes"          # PCK lower, interval below 0: worse
+    assert claim_verdict(d(0.01, 0.05), "lower") == "no"
+    assert claim_verdict(d(-0.418, 0.277), "lower") == "not resolved"  # the mean is negative, the interval holds 0
+    assert claim_verdict(d(0.01, 0.05), "higher") == "yes"           # MSE higher: worse
+    assert claim_verdict(d(-0.05, -0.01), "higher") == "no"
+    assert claim_verdict(d(float("nan"), float("nan")), "lower") == "not resolved"
+    with pytest.raises(ValueError):
+        claim_verdict(d(0, 1), "worse")
+    # from a real pairing: three seeds, every difference -0.1 +- tiny noise
+    a = Record([0, 1, 2], [{"pck": 0.8}, {"pck": 0.81}, {"pck": 0.79}], [1.0] * 3, [1] * 3)
+    b = Record([0, 1, 2], [{"pck": 0.9}, {"pck": 0.905}, {"pck": 0.895}], [1.0] * 3, [1] * 3)
+    assert claim_verdict(a.paired(b)["pck"], "lower") == "yes"
