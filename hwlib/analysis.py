@@ -107,30 +107,44 @@ def positive_anchor_scores(outputs, targets, cfg) -> dict:
 
     Returns:
         ``{class name: {...}}`` over the positive anchors of that class's objects, and ``"all"``: ``positives``
-        (count), ``objects``, medians of ``iou`` (the positive's decoded box with its object), ``score``
-        (sigmoid(obj) x best class probability) and ``rank`` (how many boxes of its image score higher), and
-        ``label_right`` (share whose best class is the object's); plus ``"image_top_score"``, the median over images
-        of the highest score of any box.
+        (count), ``objects`` (with at least one positive), medians over positives of ``iou`` (the positive's decoded
+        box with its object), ``prior_iou`` (the same for the box all-zero outputs decode to: the anchor centred in its
+        cell, what an untrained head gives), ``objectness`` (sigmoid), ``class_prob`` (softmax probability of the
+        object's class), ``score`` (objectness x best class probability) and ``rank`` (how many boxes of its image
+        score higher), ``label_right`` (share whose best class is the object's), and medians over objects of
+        ``object_score`` and ``object_rank``, those of the object's best-scoring positive; plus
+        ``"image_top_score"``, the median over images of the highest score of any box.
     """
     from .detector import STRIDES, _flatten_targets, assign_targets, decode_outputs
 
-    boxes, scores, labels, _ = decode_outputs(outputs, cfg.anchors, len(CLASS_NAMES))          # [N, K, ...]
+    nc = len(CLASS_NAMES)
+    boxes, scores, labels, _ = decode_outputs(outputs, cfg.anchors, nc)                        # [N, K, ...]
     sizes = [tuple(o.shape[-2:]) for o in outputs]
     assigned = assign_targets(targets, sizes, cfg.anchors, STRIDES, cfg.anchor_t, cfg.neighbour_cells, cfg.assignment)
-    na, start, flat = len(cfg.anchors[0]), 0, []
-    for (h, w), a in zip(sizes, assigned):                 # index of each positive in decode_outputs' order
-        flat.append(start + (a["anchor"] * h + a["gy"]) * w + a["gx"])
+    na, start, flat, raw, prior = len(cfg.anchors[0]), 0, [], [], []
+    for level, ((h, w), a) in enumerate(zip(sizes, assigned)):
+        flat.append(start + (a["anchor"] * h + a["gy"]) * w + a["gx"])     # its index in decode_outputs' order
         start += na * h * w
-    flat = torch.cat(flat)
+        p = outputs[level].float().reshape(len(outputs[level]), na, 5 + nc, h, w)
+        raw.append(p[a["image"], a["anchor"], :, a["gy"], a["gx"]])          # [P, 5 + C] its raw outputs
+        side = torch.tensor(cfg.anchors[level], dtype=torch.float32)[a["anchor"]]
+        c = torch.stack([a["gx"], a["gy"]], 1).float() * STRIDES[level] + STRIDES[level] / 2
+        prior.append(torch.cat([c - side[:, None] / 2, c + side[:, None] / 2], 1))   # all-zero outputs' box
+    flat, raw, prior = torch.cat(flat), torch.cat(raw), torch.cat(prior)
     img = torch.cat([a["image"] for a in assigned])
     g = torch.cat([a["gt"] for a in assigned])
     gt = _flatten_targets(targets, "cpu")
     cls = gt[g, 1].long()
     box, score = boxes[img, flat], scores[img, flat]
-    t = gt[g, 2:6]
-    inter = (torch.minimum(box[:, 2:], t[:, 2:]) - torch.maximum(box[:, :2], t[:, :2])).clamp(min=0).prod(-1)
-    union = (box[:, 2:] - box[:, :2]).clamp(min=0).prod(-1) + (t[:, 2:] - t[:, :2]).prod(-1) - inter
-    iou = inter / union.clamp(min=1e-12)                   # matched pairs: positive's box vs its own object
+
+    def pair_iou(b, t):                                     # matched pairs [P, 4] x [P, 4] -> [P]
+        inter = (torch.minimum(b[:, 2:], t[:, 2:]) - torch.maximum(b[:, :2], t[:, :2])).clamp(min=0).prod(-1)
+        union = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1) + (t[:, 2:] - t[:, :2]).prod(-1) - inter
+        return inter / union.clamp(min=1e-12)
+
+    iou, prior_iou = pair_iou(box, gt[g, 2:6]), pair_iou(prior, gt[g, 2:6])
+    objectness = raw[:, 4].sigmoid()
+    class_prob = raw[:, 5:].softmax(-1).gather(1, cls[:, None])[:, 0] if len(cls) else torch.zeros(0)
     rank = (scores[img] > score[:, None]).sum(1).float()
     right = (labels[img, flat] == cls).float()
 
@@ -142,9 +156,11 @@ def positive_anchor_scores(outputs, targets, cfg) -> dict:
 
     def stats(m, o):
         med = lambda x, k: float(x[k].median()) if k.any() else None     # None: no positive of this class
-        return {"positives": int(m.sum()), "objects": int(o.sum()), "iou": med(iou, m), "score": med(score, m),
-                "rank": med(rank, m), "label_right": float(right[m].mean()) if m.any() else None,
-                "object_score": med(best, o), "object_rank": med(best_rank, o)}
+        whole = lambda x, k: int(x[k].median()) if k.any() else None     # a median rank (torch's median is an element)
+        return {"positives": int(m.sum()), "objects": int(o.sum()), "iou": med(iou, m), "prior_iou": med(prior_iou, m),
+                "objectness": med(objectness, m), "class_prob": med(class_prob, m), "score": med(score, m),
+                "rank": whole(rank, m), "label_right": float(right[m].mean()) if m.any() else None,
+                "object_score": med(best, o), "object_rank": whole(best_rank, o)}
 
     gcls = gt[:, 1].long()
     out = {n: stats(cls == c, has & (gcls == c)) for c, n in enumerate(CLASS_NAMES)}

@@ -82,16 +82,20 @@ def positives_table(positives: dict, buckets):
 
 def positive_scores_table(diagnosis: dict):
     """How trained detectors treat their own positive anchors: rows ``{label: positive_anchor_scores result}``
-    (:func:`hwlib.analysis.positive_anchor_scores`, all classes); columns positives per object, the positives'
-    median IoU with their object and share of right classes, and the median score and rank (boxes of the image that
-    score higher) of each object's best positive, beside the median of each image's top score."""
+    (:func:`hwlib.analysis.positive_anchor_scores`, all classes); columns positives per object, the positives' median
+    IoU with their object (and, in parentheses, that of their prior box: the anchor centred in its cell), their median
+    probability of the right class and objectness, and the median score and rank (boxes of the image that score
+    higher) of each object's best positive, beside the median of each image's top score."""
     f = lambda v, fmt: "--" if v is None else format(v, fmt)  # noqa: E731
     rows = []
     for label, d in diagnosis.items():
         a = d["all"]
-        rows.append([label, f(a["positives"] / max(a["objects"], 1), ".1f"), f(a["iou"], ".2f"), f(a["label_right"], ".2f"),
-                     f(a["object_score"], ".2g"), f(a["object_rank"], ".0f"), f(d["image_top_score"], ".2g")])
-    return ["arm", "positives per object", "IoU", "right class", "object's score", "its rank", "top score"], rows
+        rows.append([label, f(a["positives"] / max(a["objects"], 1), ".1f"),
+                     f"{f(a['iou'], '.2f')} ({f(a['prior_iou'], '.2f')})", f(a["class_prob"], ".2f"),
+                     f(a["objectness"], ".2g"), f(a["object_score"], ".2g"), f(a["object_rank"], "d"),
+                     f(d["image_top_score"], ".2g")])
+    return ["arm", "positives per object", "IoU (prior)", "class prob.", "objectness", "object's score", "its rank",
+            "top score"], rows
 
 
 def pck_table(methods: dict, seed_results: dict):

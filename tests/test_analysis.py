@@ -505,6 +505,8 @@ def test_positive_anchor_scores_hand_worked():
     assert r["square"]["iou"] == pytest.approx(1.0, abs=1e-5)
     assert r["square"]["score"] == pytest.approx(1.0, abs=1e-5) and r["square"]["rank"] == 0
     assert r["square"]["label_right"] == 1.0 and r["square"]["object_rank"] == 0
+    assert r["square"]["prior_iou"] == pytest.approx(400 / 576)      # the 24 px anchor centred at (110, 110)
+    assert r["square"]["objectness"] == pytest.approx(1.0) and r["square"]["class_prob"] == pytest.approx(1.0)
     assert r["circle"]["positives"] == 0 and r["circle"]["iou"] is None
     assert r["image_top_score"] == pytest.approx(1.0, abs=1e-5)
     # a background box scoring higher pushes the object to rank 1; a wrong class at the positive shows as label_right 0
@@ -550,13 +552,21 @@ def test_positive_anchor_scores_matches_loop(seed, assignment):
             score = float(v[4].sigmoid()) * float(v[5:8].softmax(0).max())
             i0, j0 = gts[int(a["gt"][k])]
             x1, y1, x2, y2 = targets[i0]["boxes"][j0].tolist()
-            iw = max(0.0, min(cx + bw / 2, x2) - max(cx - bw / 2, x1))
-            ih = max(0.0, min(cy + bh / 2, y2) - max(cy - bh / 2, y1))
-            iou = iw * ih / (bw * bh + (x2 - x1) * (y2 - y1) - iw * ih)
+
+            def iou_of(cx, cy, bw, bh):
+                iw = max(0.0, min(cx + bw / 2, x2) - max(cx - bw / 2, x1))
+                ih = max(0.0, min(cy + bh / 2, y2) - max(cy - bh / 2, y1))
+                return iw * ih / (bw * bh + (x2 - x1) * (y2 - y1) - iw * ih)
+
+            side = cfg.anchors[level][an]
             rank = int((all_scores[i] > score * (1 + 1e-6)).sum())
-            per_class[int(targets[i0]["labels"][j0])].append((iou, rank))
+            c = int(targets[i0]["labels"][j0])
+            per_class[c].append((iou_of(cx, cy, bw, bh), rank, iou_of((gx + 0.5) * s, (gy + 0.5) * s, side, side),
+                                 float(v[4].sigmoid()), float(v[5:8].softmax(0)[c])))
     for c, name in enumerate(CLASS_NAMES):
         assert r[name]["positives"] == len(per_class[c])
         if per_class[c]:
             assert r[name]["iou"] == pytest.approx(float(torch.tensor([x[0] for x in per_class[c]]).median()), abs=1e-4)
             assert abs(r[name]["rank"] - float(torch.tensor([x[1] for x in per_class[c]], dtype=torch.float).median())) <= 2
+            for j, key in ((2, "prior_iou"), (3, "objectness"), (4, "class_prob")):
+                assert r[name][key] == pytest.approx(float(torch.tensor([x[j] for x in per_class[c]]).median()), abs=1e-4)

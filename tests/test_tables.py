@@ -11,11 +11,11 @@ def test_positives_table_hand_worked():
 
 
 def test_positive_scores_table_hand_worked():
-    d = {"all": {"positives": 60, "objects": 3, "iou": 0.8123, "label_right": 0.9, "object_score": 0.0005,
-                 "object_rank": 865.0}, "image_top_score": 0.009}
-    empty = {"all": {"positives": 0, "objects": 0, "iou": None, "label_right": None, "object_score": None,
-                     "object_rank": None}, "image_top_score": None}
+    d = {"all": {"positives": 60, "objects": 3, "iou": 0.8123, "prior_iou": 0.8, "class_prob": 0.996,
+                 "objectness": 0.00054, "object_score": 0.0005, "object_rank": 865}, "image_top_score": 0.009}
+    empty = {"all": {"positives": 0, "objects": 0, "iou": None, "prior_iou": None, "class_prob": None,
+                     "objectness": None, "object_score": None, "object_rank": None}, "image_top_score": None}
     header, rows = positive_scores_table({"a": d, "b": empty})
-    assert len(header) == 7
-    assert rows[0] == ["a", "20.0", "0.81", "0.90", "0.0005", "865", "0.009"]
-    assert rows[1] == ["b", "0.0", "--", "--", "--", "--", "--"]
+    assert len(header) == len(rows[0]) == 8
+    assert rows[0] == ["a", "20.0", "0.81 (0.80)", "1.00", "0.00054", "0.0005", "865", "0.009"]
+    assert rows[1] == ["b", "0.0", "-- (--)", "--", "--", "--", "--", "--"]
