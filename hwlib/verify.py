@@ -91,13 +91,20 @@ def evaluate_again(data: dict, model, device: str = "auto", precision: str = "au
 
     cfg = config_of(data)
     specs = [copy.deepcopy(e["spec"]) for e in data["evaluations"].values()]
+    # analyses stored with the run (Runs.analysis) beside its metric evaluations: made by their own evaluator
+    analyses = {"positives": ex.evaluate_positives}
+    unknown = sorted({s["kind"] for s in specs} - {data["task"]} - set(analyses))
+    if unknown:
+        raise ValueError(f"stored run {data['name']} has evaluations of a kind verify cannot make again: {unknown}")
+    out = {evaluation_key(s): analyses[s["kind"]](model, cfg, s) for s in specs if s["kind"] in analyses}
+    specs = [s for s in specs if s["kind"] == data["task"]]
     if data["task"] == "detector":
         for s in specs:
             s["decoding"] = {k: tuple(v) if isinstance(v, list) else v for k, v in s["decoding"].items()}
         results = ex._evaluate_detector(model, cfg, specs, device, precision)
     else:
         results = ex._evaluate_keypoints(model, data["method"], cfg, specs, device, precision)
-    return {evaluation_key(s): m for s, (m, _) in zip(specs, results)}
+    return {**out, **{evaluation_key(s): m for s, (m, _) in zip(specs, results)}}
 
 
 def verify(rec, tolerance: float = TOLERANCE, device: str = "auto", precision: str = "auto",

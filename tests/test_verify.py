@@ -15,8 +15,10 @@ from hwlib.store import RunStore
 def stored(tmp_path_factory):
     """A smoke-size detector and heatmap run, each with a test-split evaluation, in a scratch store."""
     P, root = load_profile("smoke"), tmp_path_factory.mktemp("store")
-    ex.run_detectors(P.detector, {"seed_exact": {}}, 1, prefix="02_", n_eval=6, validate=True, store=root,
-                     progress=False, precision="fp32")
+    runs = ex.run_detectors(P.detector, {"seed_exact": {}}, 1, prefix="02_", n_eval=6, validate=True, store=root,
+                            progress=False, precision="fp32")
+    # an analysis stored with the run (another evaluation kind): verify makes it again too
+    runs.analysis("seed_exact", 0, ex.positives_spec(P.detector, n=4), ex.evaluate_positives)
     ex.run_keypoint_methods(P.keypoint, ("heatmap",), 1, prefix="04_", n_eval=6, store=root, progress=False,
                             precision="fp32")
     return root
@@ -27,6 +29,7 @@ def test_verify_retrains_bit_identical_here(stored, capsys):
                         "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert out.count(": identical") == 2
+    assert "evaluations: " in out and "values on one side only" not in out
     assert "test map_standard" in out and "test pck_0.05" in out and "stored" in out and "retrained" in out
 
 
