@@ -1118,7 +1118,7 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
     n_eval = n_eval or cfg.n_val
     images, gt, meta = keypoint_data(n_eval, split_seed(split), cfg.hard_fraction)
     runs = Runs({}, {}, {}, images, gt)
-    errors, all_preds = {}, {}
+    errors, all_preds, ceiling_histories = {}, {}, {}
     for method in methods:
         ss = list(range(seeds))
         spec = keypoint_spec(method, cfg, split, n_eval)
@@ -1138,10 +1138,12 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
                                    f"{prefix}{method}_x2_s{s}", device, precision, progress, True, None, store)[0]
                      for s in ss]
             verdict = ceiling_plateau(hists, twice, "pck_0.05", verdict)
+            ceiling_histories[method] = twice
         runs.records[method] = Record(ss, per_seed, secs, [steps * cfg.batch_size] * len(ss), plateau=verdict,
                                       extra={**cost, **({"runs": files} if files else {})})
     runs.extra = {"errors": {d: np.concatenate(e) for d, e in errors.items()}, "predictions": all_preds,
-                  "example_preds": {d: p[0] for d, p in all_preds.items()}, "meta": meta}
+                  "example_preds": {d: p[0] for d, p in all_preds.items()}, "meta": meta,
+                  "ceiling_histories": ceiling_histories}
     return runs
 
 

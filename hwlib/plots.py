@@ -540,6 +540,34 @@ def pck_curves(errors_by_method: dict, path=None, taus=(0.05, 0.10, 0.15, 0.20))
 
 
 @_styled
+def metric_vs_images(curves: dict, batch_size: int, metric: str, path=None, metric_label=None, goal=None):
+    """A validation metric against training images (log axis), one colour per method, one line per run: each method's
+    seeds and, where trained, its runs of twice the schedule (dashed), so that where each method plateaus can be read
+    off one axis. ``curves``: ``{method: [History or its dict per run]}`` (runs of ``batch_size`` images per step;
+    a run longer than the method's shortest is drawn dashed). Printed at HALF_WIDTH."""
+    fig, axes = _figure(HALF_WIDTH, 2.7)
+    ax = axes[0, 0]
+    spare = [c for c in PALETTE if c not in METHOD_COLOURS.values()]
+    for i, (name, hists) in enumerate(curves.items()):
+        c = METHOD_COLOURS.get(name) or spare[i % len(spare)]
+        evs = [[e for e in (h if isinstance(h, dict) else h.to_dict())["evals"] if metric in e] for h in hists]
+        evs = [e for e in evs if e]
+        shortest = min((e[-1]["step"] for e in evs), default=0)
+        for k, ev in enumerate(evs):
+            ax.plot([e["step"] * batch_size for e in ev], [e[metric] for e in ev], "o-" if len(ev) < 6 else "-",
+                    color=c, lw=1, ms=2.5, alpha=0.85, ls="--" if ev[-1]["step"] > shortest else "-",
+                    label=name.replace("_", " ") if k == 0 else None)
+    if goal is not None:
+        ax.axhline(goal, color="k", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images")
+    ax.set_ylabel(metric_label or metric)
+    ax.grid(alpha=0.3, which="both")
+    _legend_above(fig, ncol=3)
+    return _finish(fig, path)
+
+
+@_styled
 def keypoint_overlays(images, gt, preds: dict, path=None, n=10, idx=None):
     """For each method a row of ``n`` samples: GT circles, prediction crosses, dashed error lines.
     Printed at FULL_WIDTH."""

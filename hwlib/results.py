@@ -160,6 +160,14 @@ def _paired_stat(diffs: list, metric: str = "") -> dict:
     return {"mean": m, "ci95": [lo, hi], "n": len(diffs), "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0))}
 
 
+def value_at_images(history, batch_size: int, images: int, metric: str):
+    """A run's validation ``metric`` after ``images`` training images: its last evaluation at or before that many
+    (``step * batch_size <= images``); ``None`` when it has none. ``history``: a History or its dict."""
+    evals = history["evals"] if isinstance(history, dict) else history.evals
+    before = [e for e in evals if metric in e and e["step"] * batch_size <= images]
+    return float(before[-1][metric]) if before else None
+
+
 def claim_verdict(diff: dict, worse_if: str) -> str:
     """A claim "A is worse than B" judged by the paired difference A - B (``{"mean", "ci95"}``, :meth:`Record.paired`):
     ``"yes"`` when the 95% interval lies wholly on the worse side of 0, ``"no"`` when wholly on the other side, and

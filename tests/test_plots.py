@@ -178,3 +178,17 @@ def test_no_joined_check_catches_lines(tmp_path):
     with pytest.raises(AssertionError):
         _no_joined_arms(fig, "x")
     plt.close(fig)
+
+
+def test_metric_vs_images_draws_every_run_and_dashes_the_doubled(tmp_path):
+    def h(steps):
+        return History(steps=list(range(steps)), loss=[1.0] * steps, seconds=list(range(steps)),
+                       evals=[{"step": s, "seconds": s, "pck_0.05": s / (2 * steps)} for s in (steps // 4, steps // 2, steps)])
+    curves = {"heatmap": [h(100), h(100), h(200)], "regression": [h(400).to_dict()]}
+    fig = plots.metric_vs_images(curves, 16, "pck_0.05", tmp_path / "mi.pdf", metric_label="validation PCK@0.05", goal=0.9)
+    _check(fig, tmp_path / "mi.pdf")
+    ax = fig.axes[0]
+    lines = [l for l in ax.get_lines() if l.get_linestyle() != ":"]               # all but the dotted goal
+    assert len(lines) == 4 and ax.get_xscale() == "log"
+    assert [l.get_linestyle() for l in lines] == ["-", "-", "--", "-"]      # the 200-step heatmap run: twice the schedule
+    assert lines[0].get_xdata()[-1] == 100 * 16                              # x in training images

@@ -157,3 +157,13 @@ def test_claim_verdict_reads_the_interval_not_the_mean():
     a = Record([0, 1, 2], [{"pck": 0.8}, {"pck": 0.81}, {"pck": 0.79}], [1.0] * 3, [1] * 3)
     b = Record([0, 1, 2], [{"pck": 0.9}, {"pck": 0.905}, {"pck": 0.895}], [1.0] * 3, [1] * 3)
     assert claim_verdict(a.paired(b)["pck"], "lower") == "yes"
+
+
+def test_value_at_images_takes_the_last_evaluation_not_past_it():
+    from hwlib.results import value_at_images
+
+    h = {"evals": [{"step": 10, "pck": 0.1}, {"step": 20, "pck": 0.5}, {"step": 40, "pck": 0.9}]}
+    assert value_at_images(h, 8, 160, "pck") == 0.5          # 20 steps x 8 = 160 images: that evaluation
+    assert value_at_images(h, 8, 319, "pck") == 0.5          # 40 x 8 = 320 > 319
+    assert value_at_images(h, 8, 79, "pck") is None          # nothing yet
+    assert value_at_images(h, 8, 10_000, "other") is None
