@@ -1,0 +1,162 @@
+"""Training sets that a notebook asks for, callable without the notebook: fill the run store stage by stage.
+
+Each function here is the one call by which a notebook trains (or reads from the run store) a set of runs *that
+depends on no other notebook*, with every evaluation and stored analysis the notebook then reads. The notebook calls
+it, and so does this command, so both ask for exactly the same runs: a session, a lent GPU or a cluster job can fill
+the store for one set without running the rest of its notebook (whose other cells need other notebooks' runs)::
+
+    python -m hwlib.stages list                                  # the sets, their runs, how many are stored
+    python -m hwlib.stages train part1-arms [--arms NAME ...]    # train what is missing, one run at a time
+    python -m hwlib.stages train part2-ablations --shard 0/2     # half of the missing runs (another process: 1/2)
+
+Every finished run is written to the store at once (``results/runs/`` at ``cpu``): commit it as it lands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from .config import load_profile
+
+# ----------------------------------------------------------------------------- Part 1: the proposals and controls
+BEST_ANCHOR = "single best anchor (YOLOv3)"
+
+
+def part1_arm_overrides(A) -> dict:
+    """Notebook 03's arms: ``name -> DetectorConfig overrides`` of the ablation setting ``A`` (the original study's
+    anchor proposals, focal loss, the depth / receptive-field / capacity controls, YOLOv3's assignment)."""
+    return {
+        "baseline": {},
+        "S2 [48,56,72]": {"anchors": (A.anchors[0], (48, 56, 72), A.anchors[2])},
+        "S2 [56,64,80]": {"anchors": (A.anchors[0], (56, 64, 80), A.anchors[2])},
+        "S3 [112,144,192]": {"anchors": (A.anchors[0], A.anchors[1], (112, 144, 192))},
+        "S3 [112,144,208]": {"anchors": (A.anchors[0], A.anchors[1], (112, 144, 208))},
+        "focal, alpha square x2": {"focal_gamma": 1.5, "class_alpha": (1.0, 2.0, 1.0)},
+        "deep heads 1x1": {"head": "deep1x1"}, "deep heads 1x1, wide": {"head": "deep1x1_wide"},
+        "deep heads 3x3": {"head": "deep"}, "dilated heads": {"head": "dilated"},
+        BEST_ANCHOR: {"assignment": "best_anchor", "neighbour_cells": False},
+    }
+
+
+def part1_arms(P, names=None, progress: bool = True):
+    """Notebook 03's arms at the profile's ablation setting (``P.det_ablation``), ``P.det_seeds`` seeds each, every
+    seed validated at its quarters (each arm's own plateau verdict), tested on ``P.n_test`` test images and paired
+    with the baseline; and the diagnosis of the single-best-anchor arm against the baseline at their positive anchors
+    (seed 0, validation images; :func:`hwlib.experiments.evaluate_positives`), stored with those runs.
+
+    ``names``: only these arms (the diagnosis where both its arms are among them). Returns ``(arms, runs,
+    diagnosis)``: the overrides trained, their :class:`~hwlib.experiments.Runs` and ``{arm: positive_anchor_scores}``.
+    """
+    from .experiments import evaluate_positives, positives_spec, run_detectors
+
+    A = P.det_ablation
+    arms = _chosen(part1_arm_overrides(A), names)
+    runs = run_detectors(A, arms, P.det_seeds, run_dir=P.run_dir / "03_arms", split="test", n_eval=P.n_test,
+                         validate=True, validate_seeds=0, store=P.store,
+                         setting=f"width {A.width:g}, {A.steps} steps", progress=progress, **P.runtime)
+    pair = ("baseline", BEST_ANCHOR)
+    diagnosis = ({n: runs.analysis(n, 0, positives_spec(dataclasses.replace(A, **arms[n])), evaluate_positives)
+                  for n in pair} if set(pair) <= set(arms) else {})
+    return arms, runs, diagnosis
+
+
+# ----------------------------------------------------------------------------- Part 2: ablations of the heatmap model
+ABLATION_BASE = "base (64, sigma 2, skip, CE)"
+ABLATION_LONGER = "base, twice the steps"     # the base arm's distance to its plateau, on the test split
+
+
+def part2_arm_overrides(A) -> dict:
+    """Notebook 05's arms: ``name -> KeypointConfig overrides`` of the ablation setting ``A``."""
+    return {
+        ABLATION_BASE: {},
+        "res 32": {"heatmap_size": 32}, "res 128": {"heatmap_size": 128},
+        "sigma 1": {"sigma": 1.0}, "sigma 3": {"sigma": 3.0}, "sigma 4": {"sigma": 4.0},
+        "no skip": {"skip": False},
+        "MSE loss (seed's)": {"heatmap_loss": "mse"},
+        "res 32, sigma 1 (same image px)": {"heatmap_size": 32, "sigma": 1.0},
+        "res 128, sigma 4 (same image px)": {"heatmap_size": 128, "sigma": 4.0},
+        "MSE, res 32": {"heatmap_loss": "mse", "heatmap_size": 32},
+        "MSE, res 128": {"heatmap_loss": "mse", "heatmap_size": 128},
+        "MSE, sigma 1": {"heatmap_loss": "mse", "sigma": 1.0}, "MSE, sigma 3": {"heatmap_loss": "mse", "sigma": 3.0},
+        "MSE, sigma 4": {"heatmap_loss": "mse", "sigma": 4.0},
+        ABLATION_LONGER: {"steps": 2 * A.steps},
+    }
+
+
+def part2_ablations(P, names=None, progress: bool = True):
+    """Notebook 05's arms at the profile's ablation setting (``P.kp_ablation``), ``P.kp_seeds`` seeds each, every
+    seed validated at its quarters, the base arm's verdict a ceiling (its doubled runs are the "twice the steps"
+    arm's: one training key), tested on ``P.n_test`` test figures and paired with the base arm.
+    Returns ``(arms, runs)``."""
+    from .experiments import run_keypoint_arms
+
+    A = P.kp_ablation
+    arms = _chosen(part2_arm_overrides(A), names)
+    runs = run_keypoint_arms(A, arms, P.kp_seeds, run_dir=P.run_dir / "05_arms", split="test", n_eval=P.n_test,
+                             baseline=ABLATION_BASE if ABLATION_BASE in arms else None, store=P.store, validate=True,
+                             ceiling=[ABLATION_BASE] if ABLATION_BASE in arms else (),
+                             setting=f"base channels {A.base_channels}, {A.steps} steps of batch {A.batch_size}",
+                             progress=progress, **P.runtime)
+    return arms, runs
+
+
+def _chosen(arms: dict, names) -> dict:
+    if not names:
+        return arms
+    unknown = [n for n in names if n not in arms]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; valid: {list(arms)}")
+    return {n: o for n, o in arms.items() if n in names}
+
+
+# (what the set trains, its arms, the stage function)
+STAGES = {
+    "part1-arms": ("notebook 03's arms (Part 1: the original study's proposals and the controls)",
+                   lambda P: part1_arm_overrides(P.det_ablation), part1_arms, lambda P: P.det_seeds),
+    "part2-ablations": ("notebook 05's arms (Part 2: ablations of the heatmap model)",
+                        lambda P: part2_arm_overrides(P.kp_ablation), part2_ablations, lambda P: P.kp_seeds),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hwlib.stages", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="the training sets and their arms")
+    tr = sub.add_parser("train", help="train (or read from the store) one set's runs")
+    tr.add_argument("stage", choices=list(STAGES))
+    tr.add_argument("--arms", nargs="+", metavar="NAME", help="only these arms (default: all)")
+    tr.add_argument("--shard", metavar="I/N", help="train only shard I of N of the missing runs (N processes sharing "
+                    "the store: each waits for the others' runs)")
+    for p in (ls, tr):
+        p.add_argument("--profile", default="cpu")
+    args = ap.parse_args(argv)
+    P = load_profile(args.profile)
+    if args.command == "list":
+        for name, (what, overrides, _, seeds) in STAGES.items():
+            arms = overrides(P)
+            print(f"{name}: {what}; {len(arms)} arms x {seeds(P)} seeds at the {P.name} profile")
+            for a in arms:
+                print(f"  {a}")
+        return 0
+    if args.shard:
+        from .experiments import SHARD_ENV, parse_shard
+
+        parse_shard(args.shard)
+        os.environ[SHARD_ENV] = args.shard
+    try:
+        out = STAGES[args.stage][2](P, args.arms)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    runs = out[1]
+    for name, r in runs.to_json().items():
+        print(f"{name:34s} test {', '.join(f'{k} {v:.4f}' for k, v in r['mean'].items() if k in ('map_standard', 'pck_0.05'))}"
+              f"  ({len(r['seeds'])} seeds; stored: {', '.join(r.get('runs', [])) or 'no store'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

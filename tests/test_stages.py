@@ -1,0 +1,36 @@
+"""hwlib.stages: the training sets a notebook asks for, callable without it (no training in these tests)."""
+
+import json
+from pathlib import Path
+
+from hwlib import stages
+from hwlib.config import load_profile
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_list_names_every_set_and_its_arms(capsys):
+    assert stages.main(["list", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "part1-arms:" in out and "part2-ablations:" in out
+    assert stages.BEST_ANCHOR in out and stages.ABLATION_BASE in out and "MSE, sigma 4" in out
+
+
+def test_an_unknown_arm_is_refused_before_anything_trains(capsys):
+    assert stages.main(["train", "part1-arms", "--profile", "smoke", "--arms", "no such arm"]) == 2
+    assert "unknown arm" in capsys.readouterr().err
+
+
+def test_arm_sets_follow_the_ablation_setting():
+    P = load_profile("cpu")
+    part1 = stages.part1_arm_overrides(P.det_ablation)
+    assert part1["S2 [48,56,72]"]["anchors"][0] == P.det_ablation.anchors[0]     # only S2 changes
+    assert stages.part2_arm_overrides(P.kp_ablation)[stages.ABLATION_LONGER] == {"steps": 2 * P.kp_ablation.steps}
+
+
+def test_the_notebooks_train_through_the_stages():
+    """One definition of each set: the notebooks call the stage functions, they do not repeat the arms."""
+    for nb, call in (("03_scale_specialization.ipynb", "stages.part1_arms(P)"), ("05_ablations.ipynb", "stages.part2_ablations(P)")):
+        src = "".join("".join(c["source"]) for c in json.loads((NOTEBOOKS / nb).read_text())["cells"])
+        assert call in src, nb
+        assert '"assignment": "best_anchor"' not in src and '"heatmap_loss": "mse"' not in src, nb
