@@ -8,6 +8,7 @@ the store for one set without running the rest of its notebook (whose other cell
     python -m hwlib.stages list                                  # the sets, their runs, how many are stored
     python -m hwlib.stages train part1-arms [--arms NAME ...]    # train what is missing, one run at a time
     python -m hwlib.stages train part2-ablations --shard 0/2     # half of the missing runs (another process: 1/2)
+    python -m hwlib.stages train part1-headline                  # notebook 02's runs and 03's evaluations of them
 
 Every finished run is written to the store at once (``results/runs/`` at ``cpu``): commit it as it lands.
 """
@@ -20,6 +21,67 @@ import os
 import sys
 
 from .config import load_profile
+
+# ----------------------------------------------------------------------------- Part 1: the headline detectors
+def headline_detectors(P, progress: bool = True):
+    """Notebook 02's runs: the seed-exact and receptive-field-aware detectors (``P.seed_exact_seeds`` /
+    ``P.rf_aware_seeds`` seeds; with ``P.ceiling`` each also trained for twice its schedule) and the seed-exact recipe
+    on the unbalanced first-generation data, tested on ``P.n_test`` images, with the original study's decoding
+    proposals re-decoded from the same forward passes. Returns :class:`~hwlib.experiments.Runs`."""
+    from .config import DECODING_PROPOSALS
+    from .experiments import run_detectors
+
+    decode_arms = {f"{m}, {k}": (m, o) for m in ("seed_exact", "rf_aware") for k, o in DECODING_PROPOSALS.items()}
+    arms = {"seed_exact": {}, "rf_aware": {"head": P.rf_aware_head}, "first_round_data": {"balanced_classes": False}}
+    return run_detectors(P.detector, arms, run_dir=P.run_dir, prefix="02_", split="test",
+                         seeds={"seed_exact": P.seed_exact_seeds, "rf_aware": P.rf_aware_seeds,
+                                "first_round_data": P.seed_exact_seeds},
+                         n_eval=P.n_test, validate=True, validate_seeds=P.validated_seeds, baseline=None,
+                         decode_arms=decode_arms, store=P.store,
+                         ceiling={"seed_exact", "rf_aware"} if P.ceiling else (), progress=progress, **P.runtime)
+
+
+def any_size_probe(P, progress: bool = True):
+    """Notebook 03's probe: seed 0 of the seed-exact headline detector (class-tied training) on ``P.n_any_size``
+    test images where every class appears at every size, with the class confusion and AP by class x size."""
+    from .experiments import run_detectors
+
+    return run_detectors(P.detector, {"seed_exact": {}}, {"seed_exact": [0]}, run_dir=P.run_dir, prefix="02_",
+                         split="test", n_eval=P.n_any_size, validate=True, validate_seeds=P.validated_seeds,
+                         baseline=None, eval_size_mode="any", analyses=True, store=P.store, progress=progress,
+                         **P.runtime)
+
+
+def class_tied_on_any_size(P, progress: bool = True):
+    """Every seed of the seed-exact headline detector (class-tied training) on ``P.n_test`` any-size test images:
+    notebook 03's pairing partner for the detectors trained on any-size data."""
+    from .experiments import run_detectors
+
+    return run_detectors(P.detector, {"seed_exact": {}}, {"seed_exact": P.seed_exact_seeds}, run_dir=P.run_dir,
+                         prefix="02_", split="test", n_eval=P.n_test, validate=True, validate_seeds=P.validated_seeds,
+                         baseline=None, eval_size_mode="any", setting="class-tied training data (headline models)",
+                         store=P.store, progress=progress, **P.runtime)
+
+
+def any_size_detectors(P, progress: bool = True):
+    """Notebook 03's detectors trained on any-size data (the headline recipe, ``P.seed_exact_seeds`` seeds), tested on
+    ``P.n_test`` any-size test images."""
+    from .experiments import run_detectors
+
+    any_cfg = dataclasses.replace(P.detector, size_mode="any")
+    return run_detectors(any_cfg, {"any_size": {}}, {"any_size": P.seed_exact_seeds}, run_dir=P.run_dir, prefix="03_",
+                         split="test", n_eval=P.n_test, validate=True, validate_seeds=P.validated_seeds, baseline=None,
+                         store=P.store, progress=progress, **P.runtime)
+
+
+def part1_headline(P, names=None, progress: bool = True):
+    """Everything the notebooks ask of the headline detectors' runs: notebook 02's runs (:func:`headline_detectors`)
+    and the evaluations notebook 03 makes of them (:func:`any_size_probe`, :func:`class_tied_on_any_size`), made
+    while their weights are here, so that a run trained on another machine serves both notebooks from the store."""
+    if names:
+        raise ValueError("the headline set is trained whole (no --arms)")
+    return headline_detectors(P, progress), any_size_probe(P, progress), class_tied_on_any_size(P, progress)
+
 
 # ----------------------------------------------------------------------------- Part 1: the proposals and controls
 BEST_ANCHOR = "single best anchor (YOLOv3)"
@@ -61,6 +123,19 @@ def part1_arms(P, names=None, progress: bool = True):
     diagnosis = ({n: runs.analysis(n, 0, positives_spec(dataclasses.replace(A, **arms[n])), evaluate_positives)
                   for n in pair} if set(pair) <= set(arms) else {})
     return arms, runs, diagnosis
+
+
+# ----------------------------------------------------------------------------- Part 2: the keypoint methods
+def keypoint_methods(P, progress: bool = True):
+    """Notebooks 04's and 06's runs: heatmap, integral and GAP+FC regression (``P.kp_seeds`` seeds; with
+    ``P.ceiling`` each also trained for twice its schedule), tested on ``P.n_test`` figures with every decoding's
+    predictions. Returns :class:`~hwlib.experiments.Runs`."""
+    from .experiments import run_keypoint_methods
+    from .keypoints import METHODS
+
+    return run_keypoint_methods(P.keypoint, METHODS, P.kp_seeds, run_dir=P.run_dir, prefix="04_", split="test",
+                                n_eval=P.n_test, validate_seeds=P.validated_seeds, store=P.store, ceiling=P.ceiling,
+                                progress=progress, **P.runtime)
 
 
 # ----------------------------------------------------------------------------- Part 2: ablations of the heatmap model
@@ -112,12 +187,31 @@ def _chosen(arms: dict, names) -> dict:
     return {n: o for n, o in arms.items() if n in names}
 
 
-# (what the set trains, its arms, the stage function)
+def _whole(fn):
+    """A set trained whole: ``--arms`` is refused."""
+    def train(P, names=None):
+        if names:
+            raise ValueError("this set is trained whole (no --arms)")
+        return fn(P)
+    return train
+
+
+# name: (what it trains, its arms or models by name, train(P, names) -> Runs of its main records, seeds per arm)
 STAGES = {
+    "part1-headline": ("notebook 02's headline detectors, with the evaluations notebook 03 makes of them",
+                       lambda P: ["seed_exact", "rf_aware", "first_round_data"],
+                       _whole(lambda P: part1_headline(P)[0]), lambda P: P.seed_exact_seeds),
     "part1-arms": ("notebook 03's arms (Part 1: the original study's proposals and the controls)",
-                   lambda P: part1_arm_overrides(P.det_ablation), part1_arms, lambda P: P.det_seeds),
+                   lambda P: list(part1_arm_overrides(P.det_ablation)), lambda P, names=None: part1_arms(P, names)[1],
+                   lambda P: P.det_seeds),
+    "part1-any-size": ("notebook 03's detectors trained on any-size data", lambda P: ["any_size"],
+                       _whole(any_size_detectors), lambda P: P.seed_exact_seeds),
+    "part2-methods": ("notebook 04's keypoint methods (notebook 06 reads their predictions)",
+                      lambda P: list(__import__("hwlib.keypoints", fromlist=["METHODS"]).METHODS),
+                      _whole(keypoint_methods), lambda P: P.kp_seeds),
     "part2-ablations": ("notebook 05's arms (Part 2: ablations of the heatmap model)",
-                        lambda P: part2_arm_overrides(P.kp_ablation), part2_ablations, lambda P: P.kp_seeds),
+                        lambda P: list(part2_arm_overrides(P.kp_ablation)),
+                        lambda P, names=None: part2_ablations(P, names)[1], lambda P: P.kp_seeds),
 }
 
 
@@ -135,8 +229,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     P = load_profile(args.profile)
     if args.command == "list":
-        for name, (what, overrides, _, seeds) in STAGES.items():
-            arms = overrides(P)
+        for name, (what, arms_of, _, seeds) in STAGES.items():
+            arms = arms_of(P)
             print(f"{name}: {what}; {len(arms)} arms x {seeds(P)} seeds at the {P.name} profile")
             for a in arms:
                 print(f"  {a}")
@@ -147,11 +241,10 @@ def main(argv=None) -> int:
         parse_shard(args.shard)
         os.environ[SHARD_ENV] = args.shard
     try:
-        out = STAGES[args.stage][2](P, args.arms)
+        runs = STAGES[args.stage][2](P, args.arms)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    runs = out[1]
     for name, r in runs.to_json().items():
         print(f"{name:34s} test {', '.join(f'{k} {v:.4f}' for k, v in r['mean'].items() if k in ('map_standard', 'pck_0.05'))}"
               f"  ({len(r['seeds'])} seeds; stored: {', '.join(r.get('runs', [])) or 'no store'})")

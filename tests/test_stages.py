@@ -30,7 +30,21 @@ def test_arm_sets_follow_the_ablation_setting():
 
 def test_the_notebooks_train_through_the_stages():
     """One definition of each set: the notebooks call the stage functions, they do not repeat the arms."""
-    for nb, call in (("03_scale_specialization.ipynb", "stages.part1_arms(P)"), ("05_ablations.ipynb", "stages.part2_ablations(P)")):
+    calls = {"02_detector_training.ipynb": ["stages.headline_detectors(P)"],
+             "03_scale_specialization.ipynb": ["stages.part1_arms(P)", "stages.any_size_probe(P)",
+                                               "stages.any_size_detectors(P)", "stages.class_tied_on_any_size(P)"],
+             "04_keypoint_training.ipynb": ["stages.keypoint_methods(P)"],
+             "05_ablations.ipynb": ["stages.part2_ablations(P)"],
+             "06_failure_cases.ipynb": ["stages.keypoint_methods(P)"]}
+    for nb, wanted in calls.items():
         src = "".join("".join(c["source"]) for c in json.loads((NOTEBOOKS / nb).read_text())["cells"])
-        assert call in src, nb
+        for call in wanted:
+            assert call in src, (nb, call)
         assert '"assignment": "best_anchor"' not in src and '"heatmap_loss": "mse"' not in src, nb
+        assert "run_keypoint_methods(" not in src and "run_keypoint_arms(" not in src, nb
+
+
+def test_a_set_trained_whole_refuses_arms(capsys):
+    for stage in ("part1-headline", "part1-any-size", "part2-methods"):
+        assert stages.main(["train", stage, "--profile", "smoke", "--arms", "x"]) == 2
+        assert "trained whole" in capsys.readouterr().err
