@@ -847,6 +847,8 @@ class Runs:
         from .machine import machine_record
 
         rec = self.stored.get((name, seed))
+        if rec is not None and self.store is not None:
+            rec = self.store.get(rec.key) or rec            # the store's copy: evaluations added since are kept
         ev = rec.evaluation(spec) if rec is not None else None
         if ev is not None:
             return ev["metrics"]
@@ -1117,7 +1119,7 @@ def run_keypoint_methods(cfg: KeypointConfig, methods, seeds: int, run_dir=None,
 
     n_eval = n_eval or cfg.n_val
     images, gt, meta = keypoint_data(n_eval, split_seed(split), cfg.hard_fraction)
-    runs = Runs({}, {}, {}, images, gt)
+    runs = Runs({}, {}, {}, images, gt, store=_as_store(store))
     errors, all_preds, ceiling_histories = {}, {}, {}
     for method in methods:
         ss = list(range(seeds))

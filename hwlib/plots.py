@@ -554,7 +554,7 @@ def metric_vs_images(curves: dict, batch_size: int, metric: str, path=None, metr
         evs = [e for e in evs if e]
         shortest = min((e[-1]["step"] for e in evs), default=0)
         for k, ev in enumerate(evs):
-            ax.plot([e["step"] * batch_size for e in ev], [e[metric] for e in ev], "o-" if len(ev) < 6 else "-",
+            ax.plot([e["step"] * batch_size for e in ev], [e[metric] for e in ev], marker="o" if len(ev) < 6 else None,
                     color=c, lw=1, ms=2.5, alpha=0.85, ls="--" if ev[-1]["step"] > shortest else "-",
                     label=name.replace("_", " ") if k == 0 else None)
     if goal is not None:

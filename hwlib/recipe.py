@@ -158,7 +158,8 @@ RECIPES: dict = {
     # join the study without training. Every arm is its own control (one or two seeds each: no interval to pair).
     "plateau": {
         "metric": "map_standard", "goal": 0.85, "model": "seed_exact",
-        "base": {},
+        # pinned to the headline schedule these runs were trained against (the cpu profile has since moved to 3,200)
+        "base": {"steps": 1600, "eval_every": 200},
         "arms": {
             "seed-exact, 1600 steps": {"vs": "seed-exact, 1600 steps"},
             "seed-exact, 3200 steps": {"steps": 3200, "vs": "seed-exact, 3200 steps"},
@@ -525,6 +526,10 @@ def main(argv=None) -> int:
     if args.redraw:
         p = load_profile(args.profile)
         gen_dir, fig_dir = (Path(args.out),) * 2 if args.out else (p.generated_dir, p.figures_dir)
+        if not (gen_dir / "recipe.json").exists() or not (gen_dir / "recipe_curves.json").exists():
+            print(f"error: --redraw needs recipe.json and recipe_curves.json in {gen_dir} (train a task first)",
+                  file=sys.stderr)
+            return 2
         results = json.loads((gen_dir / "recipe.json").read_text())
         write_table(gen_dir, "recipe_table", *recipe_table(results), align="lrrrrr")
         recipe_curves(json.loads((gen_dir / "recipe_curves.json").read_text()), results, fig_dir / "recipe_curves.pdf")

@@ -121,8 +121,20 @@ def part1_arms(P, names=None, progress: bool = True):
                          setting=f"width {A.width:g}, {A.steps} steps", progress=progress, **P.runtime)
     pair = ("baseline", BEST_ANCHOR)
     diagnosis = ({n: runs.analysis(n, 0, positives_spec(dataclasses.replace(A, **arms[n])), evaluate_positives)
-                  for n in pair} if set(pair) <= set(arms) else {})
+                  for n in pair if _own(runs, n, 0)} if set(pair) <= set(arms) else {})
     return arms, runs, diagnosis
+
+
+def _own(runs, name: str, seed: int) -> bool:
+    """Whether this process makes the analyses of run ``(name, seed)``: always, unless the missing runs are split
+    over shards (``--shard``), where the shard that trains a run makes them (it has the weights)."""
+    from .experiments import SHARD_ENV, parse_shard, shard_of
+
+    shard, rec = os.environ.get(SHARD_ENV), runs.stored.get((name, seed))
+    if not shard or rec is None:
+        return True
+    i, n = parse_shard(shard)
+    return shard_of(rec.key, n) == i
 
 
 # ----------------------------------------------------------------------------- Part 2: the keypoint methods

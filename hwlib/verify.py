@@ -59,16 +59,19 @@ def _leaves(obj, path=()):
 
 
 def compare(stored: dict, fresh: dict) -> dict:
-    """``{"n", "equal", "max_abs", "worst"}`` over the numeric leaves both dicts have (NaN equals NaN)."""
+    """``{"n", "equal", "max_abs", "worst"}`` over the numeric leaves both dicts have (NaN equals NaN). Counts are
+    not metrics: a leaf named ``*rank`` (a box's rank in its image, in a stored diagnosis) counts for ``equal`` but not
+    for ``max_abs``, which the tolerance of another machine applies to."""
     a, b = dict(_leaves(stored)), dict(_leaves(fresh))
     common = sorted(set(a) & set(b))
     diffs = {}
     for k in common:
         x, y = a[k], b[k]
         diffs[k] = 0.0 if (x == y or (math.isnan(x) and math.isnan(y))) else abs(x - y)
-    worst = max(diffs, key=diffs.get) if diffs else None
+    metric = {k: d for k, d in diffs.items() if not k.rsplit(".", 1)[-1].endswith("rank")}
+    worst = max(metric, key=metric.get) if metric else None
     return {"n": len(common), "equal": all(d == 0.0 for d in diffs.values()) and set(a) == set(b),
-            "max_abs": diffs[worst] if worst else 0.0, "worst": worst, "missing": sorted(set(a) ^ set(b))}
+            "max_abs": metric[worst] if worst else 0.0, "worst": worst, "missing": sorted(set(a) ^ set(b))}
 
 
 def retrain(data: dict, device: str = "auto", precision: str = "auto", progress: bool = True):

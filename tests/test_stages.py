@@ -48,3 +48,18 @@ def test_a_set_trained_whole_refuses_arms(capsys):
     for stage in ("part1-headline", "part1-any-size", "part2-methods"):
         assert stages.main(["train", stage, "--profile", "smoke", "--arms", "x"]) == 2
         assert "trained whole" in capsys.readouterr().err
+
+
+def test_under_shards_the_run_s_own_shard_makes_its_analyses(monkeypatch):
+    from types import SimpleNamespace
+
+    from hwlib import experiments as ex
+
+    runs = SimpleNamespace(stored={("a", 0): SimpleNamespace(key="0" * 64), ("b", 0): None})
+    monkeypatch.delenv(ex.SHARD_ENV, raising=False)
+    assert stages._own(runs, "a", 0)
+    owner = ex.shard_of("0" * 64, 2)
+    monkeypatch.setenv(ex.SHARD_ENV, f"{owner}/2")
+    assert stages._own(runs, "a", 0) and stages._own(runs, "b", 0)      # no store record: nothing to split
+    monkeypatch.setenv(ex.SHARD_ENV, f"{1 - owner}/2")
+    assert not stages._own(runs, "a", 0)

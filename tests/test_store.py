@@ -459,9 +459,17 @@ def test_an_analysis_of_a_stored_run_is_made_once_then_read_from_the_store(smoke
         return ex.evaluate_positives(model, cfg, spec)
 
     runs = _detectors(smoke, tmp_path / "store", run_dir=tmp_path / "ckpt")
+    other = _detectors(smoke, tmp_path / "store", run_dir=tmp_path / "ckpt")   # read before the analysis is stored
     spec = ex.positives_spec(smoke.detector, n=4)
     first = runs.analysis("baseline", 0, spec, evaluate)
     assert made == [4] and set(first) == {"circle", "square", "triangle", "all", "image_top_score"}
+    # another holder of the same run adds its own analysis without dropping the first (it writes the store's copy)
+    other.analysis("baseline", 0, ex.positives_spec(smoke.detector, n=2), evaluate)
+    rec = ex._as_store(tmp_path / "store").find("baseline_s0")[0]
+    assert sum(e["spec"]["kind"] == "positives" for e in rec.data["evaluations"].values()) == 2
+    made.clear()
+    assert other.analysis("baseline", 0, spec, evaluate) == first and made == []   # found, not made again
+    made.append(4)
     for p in (tmp_path / "ckpt").glob("*"):
         p.unlink()                                          # no weights left: only the store can answer
     calls.clear()

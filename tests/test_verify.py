@@ -56,6 +56,9 @@ def test_compare_counts_nan_as_equal_and_names_the_worst():
     c = verify.compare({"a": 1.0, "b": {"x": float("nan"), "y": 2.0}}, {"a": 1.0, "b": {"x": float("nan"), "y": 2.5}})
     assert c == {"n": 3, "equal": False, "max_abs": 0.5, "worst": "b.y", "missing": []}
     assert verify.compare({"a": [1, 2]}, {"a": [1, 2]})["equal"]
+    # a rank (a count of boxes) is compared for equality, never against the metrics' tolerance
+    c = verify.compare({"all": {"iou": 0.8, "object_rank": 865}}, {"all": {"iou": 0.81, "object_rank": 870}})
+    assert not c["equal"] and c["worst"] == "all.iou" and c["max_abs"] == pytest.approx(0.01)
 
 
 def test_config_of_rebuilds_the_dataclass():
