@@ -21,8 +21,14 @@ import os
 import sys
 
 from .config import load_profile
+from .keypoints import METHODS
 
 # ----------------------------------------------------------------------------- Part 1: the headline detectors
+def headline_arm_overrides(P) -> dict:
+    """Notebook 02's detectors: ``name -> DetectorConfig overrides`` of ``P.detector``."""
+    return {"seed_exact": {}, "rf_aware": {"head": P.rf_aware_head}, "first_round_data": {"balanced_classes": False}}
+
+
 def headline_detectors(P, progress: bool = True):
     """Notebook 02's runs: the seed-exact and receptive-field-aware detectors (``P.seed_exact_seeds`` /
     ``P.rf_aware_seeds`` seeds; with ``P.ceiling`` each also trained for twice its schedule) and the seed-exact recipe
@@ -32,8 +38,7 @@ def headline_detectors(P, progress: bool = True):
     from .experiments import run_detectors
 
     decode_arms = {f"{m}, {k}": (m, o) for m in ("seed_exact", "rf_aware") for k, o in DECODING_PROPOSALS.items()}
-    arms = {"seed_exact": {}, "rf_aware": {"head": P.rf_aware_head}, "first_round_data": {"balanced_classes": False}}
-    return run_detectors(P.detector, arms, run_dir=P.run_dir, prefix="02_", split="test",
+    return run_detectors(P.detector, headline_arm_overrides(P), run_dir=P.run_dir, prefix="02_", split="test",
                          seeds={"seed_exact": P.seed_exact_seeds, "rf_aware": P.rf_aware_seeds,
                                 "first_round_data": P.seed_exact_seeds},
                          n_eval=P.n_test, validate=True, validate_seeds=P.validated_seeds, baseline=None,
@@ -143,7 +148,6 @@ def keypoint_methods(P, progress: bool = True):
     ``P.ceiling`` each also trained for twice its schedule), tested on ``P.n_test`` figures with every decoding's
     predictions. Returns :class:`~hwlib.experiments.Runs`."""
     from .experiments import run_keypoint_methods
-    from .keypoints import METHODS
 
     return run_keypoint_methods(P.keypoint, METHODS, P.kp_seeds, run_dir=P.run_dir, prefix="04_", split="test",
                                 n_eval=P.n_test, validate_seeds=P.validated_seeds, store=P.store, ceiling=P.ceiling,
@@ -211,7 +215,7 @@ def _whole(fn):
 # name: (what it trains, its arms or models by name, train(P, names) -> Runs of its main records, seeds per arm)
 STAGES = {
     "part1-headline": ("notebook 02's headline detectors, with the evaluations notebook 03 makes of them",
-                       lambda P: ["seed_exact", "rf_aware", "first_round_data"],
+                       lambda P: list(headline_arm_overrides(P)),
                        _whole(lambda P: part1_headline(P)[0]), lambda P: P.seed_exact_seeds),
     "part1-arms": ("notebook 03's arms (Part 1: the original study's proposals and the controls)",
                    lambda P: list(part1_arm_overrides(P.det_ablation)), lambda P, names=None: part1_arms(P, names)[1],
@@ -219,7 +223,7 @@ STAGES = {
     "part1-any-size": ("notebook 03's detectors trained on any-size data", lambda P: ["any_size"],
                        _whole(any_size_detectors), lambda P: P.seed_exact_seeds),
     "part2-methods": ("notebook 04's keypoint methods (notebook 06 reads their predictions)",
-                      lambda P: list(__import__("hwlib.keypoints", fromlist=["METHODS"]).METHODS),
+                      lambda P: list(METHODS),
                       _whole(keypoint_methods), lambda P: P.kp_seeds),
     "part2-ablations": ("notebook 05's arms (Part 2: ablations of the heatmap model)",
                         lambda P: list(part2_arm_overrides(P.kp_ablation)),
