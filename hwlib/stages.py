@@ -90,6 +90,7 @@ def part1_headline(P, names=None, progress: bool = True):
 
 # ----------------------------------------------------------------------------- Part 1: the proposals and controls
 BEST_ANCHOR = "single best anchor (YOLOv3)"
+BEST_ANCHOR_DEEP = "single best anchor, deep 3x3 heads"    # does the failure go where the heads see their objects?
 
 
 def part1_arm_overrides(A) -> dict:
@@ -105,6 +106,7 @@ def part1_arm_overrides(A) -> dict:
         "deep heads 1x1": {"head": "deep1x1"}, "deep heads 1x1, wide": {"head": "deep1x1_wide"},
         "deep heads 3x3": {"head": "deep"}, "dilated heads": {"head": "dilated"},
         BEST_ANCHOR: {"assignment": "best_anchor", "neighbour_cells": False},
+        BEST_ANCHOR_DEEP: {"assignment": "best_anchor", "neighbour_cells": False, "head": "deep"},
     }
 
 
