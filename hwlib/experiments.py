@@ -251,6 +251,7 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
     Returns:
         ``(history, [evaluation dict per spec: {"metrics", "predictions"?}], model or None, record or None)``.
     """
+    from .lock import training_slot
     from .machine import machine_record
     from .report import atomic_write_text
     from .store import evaluation_key, new_record, training_key, unpack
@@ -261,7 +262,8 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
     key = training_key(task, method, cfg, seed, training_code(task), world, ignore)
     reuse = _reuse_default() if reuse is None else reuse
     retrain = _retrain_default()
-    rec = st.get(key) if st is not None and not retrain else None
+    rec = (_stored_record(st, task, lambda code: training_key(task, method, cfg, seed, code, world, ignore))
+           if st is not None and not retrain else None)
     if rec is not None and validate and not rec.data["history"].get("evals"):
         print(f"{name}: stored run {rec.path.name} was trained without validation, which this run needs: training it "
               "again with validation, its store file will be replaced", flush=True)
@@ -296,7 +298,8 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
             print(f"{name}: stored run {rec.path.name} needs its weights (an evaluation is missing, or the model is "
                   "asked for) and no checkpoint is here: training it again, its store file will be replaced", flush=True)
             name = rec.name                                # the run keeps the name it was stored under
-        model, hist = train(validate or keep)              # a stored run's validation log is kept, never dropped
+        with training_slot(name, rank) as load:            # one training at a time on this machine
+            model, hist = train(validate or keep)          # a stored run's validation log is kept, never dropped
         if ckpt is not None and rank == 0:
             atomic_write_text(_history_path(Path(ckpt)), json.dumps(hist.to_dict()))
             atomic_write_text(_key_path(Path(ckpt)), key + "\n")
@@ -306,8 +309,10 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
         kept = rec.data["evaluations"] if rec is not None and _same_training(rec.data["history"], hist) else {}
         rec = None
     if st is not None and rank == 0 and rec is None:
+        machine = {**machine_record(), **({"load": load.as_dict()} if local is None else {})}
         rec = st.put({**new_record(task, method, name, cfg, seed, hist, training_code(task), world, ignore,
-                                   steps=steps, batch_size=cfg.batch_size, code_parts=training_parts(task)),
+                                   machine=machine, steps=steps, batch_size=cfg.batch_size,
+                                   code_parts=training_parts(task)),
                       "evaluations": kept if local is None else {}})
     elif rec is not None:
         hist = rec.history()                               # the stored run's own log (the checkpoint's is the same)
@@ -351,7 +356,17 @@ def stored_run(task: str, method: str, cfg, seed: int, store, world_size: int = 
 
     st = _as_store(store)
     ignore = cfg.unread_by(method) if task == "keypoint" else frozenset()
-    return st.get(training_key(task, method, cfg, seed, training_code(task), world_size, ignore)) if st else None
+    return (_stored_record(st, task, lambda code: training_key(task, method, cfg, seed, code, world_size, ignore))
+            if st else None)
+
+
+def _stored_record(st, task: str, key_of):
+    """The stored run of ``st`` that serves the current training code: of its training key (``key_of(code)``), or
+    of an older code that :mod:`hwlib.equivalence` accepted as equivalent to it (that change was proved to keep
+    its runs' results)."""
+    from .accepted import stored_under_accepted
+
+    return stored_under_accepted(st, task, training_code(task), key_of)
 
 
 def _unpacked(ev: dict, unpack) -> dict:

@@ -90,15 +90,55 @@ def _dump(node) -> str:
     return repr(node)
 
 
-def _source_of(obj) -> str:
+def _source_of(obj, namespace: dict | None = None, package: str = "hwlib") -> str:
     """Normalized source of a function or class, decorators included (``@torch.no_grad()`` changes what runs);
-    of a config dataclass (:func:`_is_config_class`) only its methods: its fields are in the training key by value."""
+    of a config dataclass (:func:`_is_config_class`) only its methods: its fields are in the training key by value.
+
+    With ``namespace`` (the globals ``obj`` reads), the source is also made **location-free**
+    (:class:`_Unlocate`): ``mod.name`` of an imported ``package`` module reads as ``name``, and the module a
+    function-level ``from .x import name`` names is dropped; so a function moved to another module, or a module
+    renamed, hashes as before. Without it, the source as written (the store's first key scheme)."""
     src = textwrap.dedent(inspect.getsource(obj))
+    tree = ast.parse(src)
     if _is_config_class(obj):
-        tree = ast.parse(src)
         tree.body = [n for n in tree.body[0].body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        src = tree
-    return _normalized_source(src)
+    if namespace is not None:
+        tree = _Unlocate(_namespace_with_local_imports(tree, namespace, package, obj.__module__), package).visit(tree)
+    return _normalized_source(tree)
+
+
+class _Unlocate(ast.NodeTransformer):
+    """Takes out of a parsed function or class where the package's code lives: ``mod.attr`` of a package module
+    ``mod`` becomes ``attr``; a function-level ``from <package module> import a, b`` keeps its names but not its
+    module (and drops the names that are modules); ``import <package module>`` goes. What the names then mean is
+    hashed where they resolve (:func:`code_closure` follows them), so nothing that runs is lost."""
+
+    def __init__(self, namespace: dict, package: str):
+        self.ns, self.package = namespace, package
+
+    def _module(self, node) -> bool:
+        return (isinstance(node, ast.Name) and inspect.ismodule(self.ns.get(node.id))
+                and _in_package(self.ns[node.id], self.package))
+
+    def visit_Attribute(self, node):
+        if self._module(node.value):
+            return ast.copy_location(ast.Name(id=node.attr, ctx=node.ctx), node)
+        return self.generic_visit(node)
+
+    def visit_ImportFrom(self, node):
+        if not _imports_package(node, self.package):
+            return node
+        names = [a for a in node.names if not inspect.ismodule(self.ns.get(a.asname or a.name))]
+        return ast.ImportFrom(module=None, names=names, level=0) if names else ast.Pass()
+
+    def visit_Import(self, node):
+        keep = [a for a in node.names if not (a.name == self.package or a.name.startswith(self.package + "."))]
+        return ast.Import(names=keep) if keep else ast.Pass()
+
+
+def _imports_package(node, package: str) -> bool:
+    """Whether an ``ImportFrom`` node imports from ``package`` (a relative import always does)."""
+    return bool(node.level) or node.module == package or (node.module or "").startswith(package + ".")
 
 
 def _is_config_class(obj) -> bool:
@@ -110,9 +150,8 @@ def _in_package(obj, package: str) -> bool:
     return isinstance(mod, str) and (mod == package or mod.startswith(package + "."))
 
 
-def _names_used(tree, namespace: dict, package: str, here: str) -> list:
-    """``(label, object)`` of every global name (and ``module.attribute`` of an imported ``package`` module) that the
-    parsed code ``tree`` reads, resolved in ``namespace``, plus the names it imports inside its functions."""
+def _namespace_with_local_imports(tree, namespace: dict, package: str, here: str) -> dict:
+    """``namespace`` plus the ``package`` names that the parsed code ``tree`` imports inside its functions."""
     ns = dict(namespace)
     for node in ast.walk(tree):                                   # imports inside function bodies
         if isinstance(node, ast.ImportFrom):
@@ -130,6 +169,13 @@ def _names_used(tree, namespace: dict, package: str, here: str) -> list:
             for a in node.names:
                 if a.name == package or a.name.startswith(package + "."):
                     ns[a.asname or a.name.split(".")[0]] = importlib.import_module(a.asname and a.name or a.name.split(".")[0])
+    return ns
+
+
+def _names_used(tree, namespace: dict, package: str, here: str) -> list:
+    """``(label, object)`` of every global name (and ``module.attribute`` of an imported ``package`` module) that the
+    parsed code ``tree`` reads, resolved in ``namespace``, plus the names it imports inside its functions."""
+    ns = _namespace_with_local_imports(tree, namespace, package, here)
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
@@ -141,16 +187,25 @@ def _names_used(tree, namespace: dict, package: str, here: str) -> list:
     return out
 
 
-def code_closure(roots, package: str = "hwlib") -> dict:
-    """``{qualified name: sha256[:12] of its normalized source or value}`` of every function, class and module-level
-    value of ``package`` that the callables ``roots`` reach by name, followed transitively: globals read, attributes
-    of imported package modules, imports inside functions, and the callables inside module-level registries (dicts,
+def code_closure(roots, package: str = "hwlib", located: bool = False) -> dict:
+    """``{name: sha256[:12] of its normalized source or value}`` of every function, class and module-level value of
+    ``package`` that the callables ``roots`` reach by name, followed transitively: globals read, attributes of
+    imported package modules, imports inside functions, and the callables inside module-level registries (dicts,
     tuples, dataclass instances). Code outside the package (torch, numpy) is not followed: the run's machine record
     names its torch. A change to code that no root reaches -- another method, a new metric, a plot -- leaves the
     closure as it was; so do docstrings and comments. A config dataclass counts by its methods only (its fields are
-    in the training key by value)."""
+    in the training key by value).
+
+    The closure follows what the code **is**, not where it lives: a function or class is named by its qualified
+    name inside its module (``DetectionLoss.forward``'s class ``DetectionLoss``), a value by the name its reader
+    uses, sources are location-free (:func:`_source_of`); so moving a function to another module or renaming a
+    module leaves the closure as it was. Two different objects of one name (two modules' ``IMAGE_SIZE``) both
+    count, under that name. ``located=True``: the store's first scheme (names with their module, sources as
+    written), which only :func:`rekey` reads, to carry runs stored under it over to this one."""
     parts: dict = {}
     seen: set = set()
+    seen_values: set = set()
+    where = (lambda module, name: f"{module}.{name}") if located else (lambda module, name: name)
     todo = list(roots)
 
     def value_text(v, label) -> str:
@@ -159,7 +214,8 @@ def code_closure(roots, package: str = "hwlib") -> dict:
         if callable(v) and _in_package(v, package):
             if inspect.isfunction(v) or inspect.isclass(v):
                 todo.append(v)
-                return f"<{v.__module__[len(package):]}.{v.__qualname__}>"        # package-relative
+                return (f"<{v.__module__[len(package):]}.{v.__qualname__}>" if located  # package-relative
+                        else f"<{v.__qualname__}>")
         if isinstance(v, dict):
             return "{" + ", ".join(f"{value_text(k, label)}: {value_text(x, label)}" for k, x in v.items()) + "}"
         if isinstance(v, (list, tuple, set, frozenset)):
@@ -192,10 +248,9 @@ def code_closure(roots, package: str = "hwlib") -> dict:
         seen.add(id(obj))
         if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not _in_package(obj, package):
             continue
-        src = _source_of(obj)
-        label = f"{obj.__module__}.{obj.__qualname__}"
-        parts[label] = hashlib.sha256(src.encode()).hexdigest()[:12]
         namespace = getattr(obj, "__globals__", None) or vars(sys.modules[obj.__module__])
+        src = _source_of(obj, None if located else namespace, package)
+        _add_part(parts, where(obj.__module__, obj.__qualname__), hashlib.sha256(src.encode()).hexdigest()[:12])
         tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
         for name, v in _names_used(tree, namespace, package, obj.__module__):
             v = inspect.unwrap(v) if callable(v) and hasattr(v, "__wrapped__") else v
@@ -205,12 +260,19 @@ def code_closure(roots, package: str = "hwlib") -> dict:
                 if _in_package(v, package):
                     todo.append(v)
                 continue
-            if name not in parts and (name.rsplit(".", 1)[0] == obj.__module__ or _in_package(sys.modules.get(
-                    name.rsplit(".", 1)[0]), package)):
+            module, bare = name.rsplit(".", 1)
+            if (name, id(v)) not in seen_values and (module == obj.__module__
+                                                     or _in_package(sys.modules.get(module), package)):
+                seen_values.add((name, id(v)))
                 if callable(v) and not _in_package(v, package) and not isinstance(v, functools.partial):
                     continue                                      # torch.nn.functional.relu and the like
-                parts[name] = hashlib.sha256(value_text(v, name).encode()).hexdigest()[:12]
-    return dict(sorted(parts.items()))
+                _add_part(parts, where(module, bare), hashlib.sha256(value_text(v, name).encode()).hexdigest()[:12])
+    return {k: "+".join(sorted(set(v))) for k, v in sorted(parts.items())}
+
+
+def _add_part(parts: dict, name: str, digest: str) -> None:
+    """One more object of the closure under ``name``: its digest joins those of other objects of that name."""
+    parts.setdefault(name, []).append(digest)
 
 
 def parts_digest(parts: dict) -> str:
@@ -218,9 +280,9 @@ def parts_digest(parts: dict) -> str:
     return _sha(parts)[:16]
 
 
-def closure_digest(roots, package: str = "hwlib") -> str:
+def closure_digest(roots, package: str = "hwlib", located: bool = False) -> str:
     """:func:`parts_digest` of the :func:`code_closure` of ``roots``."""
-    return parts_digest(code_closure(roots, package))
+    return parts_digest(code_closure(roots, package, located))
 
 
 def _sha(obj) -> str:

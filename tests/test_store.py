@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,11 +165,11 @@ def _closure_of(tmp_path, monkeypatch, tag, a=_PKG_A, b=_PKG_B, c=_PKG_C):
 
 def test_code_closure_follows_what_the_root_reaches_and_nothing_else(tmp_path, monkeypatch):
     parts = _closure_of(tmp_path, monkeypatch, "base")
-    names = {k.split(".", 1)[1] for k in parts}
+    names = set(parts)
     # globals, imported functions, module.attribute, imports inside functions, registries' callables, constants
-    assert {"a.root", "b.helper", "b.other", "c.deep", "a.CONST", "a.REGISTRY", "b.SCALE"} <= names
-    assert "a.unrelated" not in names and "b.not_called" not in names
-    digest = lambda tag, **kw: st._sha({k.split(".", 1)[1]: v for k, v in _closure_of(tmp_path, monkeypatch, tag, **kw).items()})
+    assert {"root", "helper", "other", "deep", "CONST", "REGISTRY", "SCALE"} <= names
+    assert "unrelated" not in names and "not_called" not in names
+    digest = lambda tag, **kw: st.parts_digest(_closure_of(tmp_path, monkeypatch, tag, **kw))
     base = digest("base2")
     # what no root reaches, docstrings and comments: the same code
     assert digest("unrel", a=_PKG_A.replace("x - 1", "x - 2")) == base
@@ -188,9 +189,9 @@ def test_training_code_is_per_task_and_deterministic():
     det, kpt = ex.training_code("detector"), ex.training_code("keypoint")
     assert det != kpt and len(det) == 16
     closure = st.code_closure([ex._train_detector])
-    assert "hwlib.detector.assign_targets" in closure and "hwlib.train.fit" in closure
-    assert not any(k.startswith("hwlib.keypoints.") for k in closure)       # keypoint code: not a detector's
-    assert "hwlib.plots.detection_samples" not in closure
+    assert "assign_targets" in closure and "fit" in closure
+    assert "HeatmapNet" not in closure and "KeypointLoss" not in closure    # keypoint code: not a detector's
+    assert "detection_samples" not in closure
     # another process (another hash seed) computes the same keys
     out = subprocess.run([sys.executable, "-c", "from hwlib import experiments as ex; "
                           "print(ex.training_code('detector'), ex.eval_code('keypoint'))"],
@@ -349,23 +350,24 @@ def test_a_ceiling_trains_each_seed_twice_as_long_into_the_store(smoke, tmp_path
 
 
 def _executed(fn) -> set:
-    """Qualified names (``hwlib.<module>.<outermost function or class>``) of every hwlib function that runs while
-    ``fn()`` runs: the brute force that the code closure must cover."""
+    """Names (the outermost function or class, as the code closure names it) of every hwlib function that runs
+    while ``fn()`` runs: the brute force that the code closure must cover."""
     import sys
     from pathlib import Path
 
     import hwlib
 
     root = Path(hwlib.__file__).parent
-    for m in sorted(root.glob("*.py")):                   # import-time code (constants, profiles) is not the run's
-        __import__(f"hwlib.{m.stem}")
+    for m in sorted(root.rglob("*.py")):                  # import-time code (constants, profiles) is not the run's
+        if m.stem != "__main__":
+            __import__(".".join(["hwlib", *m.relative_to(root).with_suffix("").parts]).removesuffix(".__init__"))
     seen = set()
 
     def hook(frame, event, arg):
         if event == "call":
             f = Path(frame.f_code.co_filename)
-            if f.parent == root:
-                seen.add(f"hwlib.{f.stem}.{frame.f_code.co_qualname.split('.')[0]}")
+            if root in f.parents:
+                seen.add(frame.f_code.co_qualname.split(".")[0])
 
     sys.setprofile(hook)
     try:
@@ -489,3 +491,91 @@ def test_the_positives_closure_covers_what_it_runs(smoke):
     own = set(st.code_closure([type(x) for x in model.modules()]))
     closure = st.code_closure(ex.EVAL_PATH["positives"])
     assert ran and not (ran - set(closure) - own), sorted(ran - set(closure) - own)
+
+
+# the same package, its function `helper` moved from module b to module c (b's readers import it from c), and b
+# then renamed to d: the code is the same, so is the closure
+_PKG_A_MOVED = _PKG_A.replace("from .b import helper", "from .c import helper")
+_PKG_B_MOVED = _PKG_B.replace("def helper(x):\n    return x * SCALE\n", "")
+_PKG_C_MOVED = "SCALE = 2\n\n\ndef helper(x):\n    return x * SCALE\n" + _PKG_C
+
+
+def _package(tmp_path, monkeypatch, tag, modules: dict):
+    import importlib
+
+    pkg = tmp_path / f"pkg_{tag}"
+    pkg.mkdir()
+    for name, src in {"__init__": "", **modules}.items():
+        (pkg / f"{name}.py").write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(f"pkg_{tag}.a").root, f"pkg_{tag}"
+
+
+def test_moving_a_function_or_renaming_a_module_keeps_the_key(tmp_path, monkeypatch):
+    """Item 'a key follows what the code is': a training-path function moved to another module, and a module
+    renamed, in a scratch copy of a package: the closure (so every training key) is unchanged. Under the first
+    scheme (names with their module, ``located=True``) the same moves changed it, which orphaned stored runs."""
+    def closures(tag, modules):
+        root, pkg = _package(tmp_path, monkeypatch, tag, modules)
+        return st.code_closure([root], package=pkg), st.code_closure([root], package=pkg, located=True)
+
+    base, base_located = closures("orig", {"a": _PKG_A, "b": _PKG_B, "c": _PKG_C})
+    moved, moved_located = closures("moved", {"a": _PKG_A_MOVED, "b": _PKG_B_MOVED, "c": _PKG_C_MOVED})
+    assert moved == base and moved_located != base_located
+    # module b renamed to d: its readers' `from . import b` / `b.other(x)` now say d
+    renamed, renamed_located = closures("renamed", {"a": _PKG_A.replace("from . import b", "from . import d")
+                                                    .replace("from .b import", "from .d import")
+                                                    .replace("b.other(x)", "d.other(x)"),
+                                                    "d": _PKG_B, "c": _PKG_C})
+    assert renamed == base and renamed_located != base_located
+    # a change of what runs still changes it, wherever the code lives
+    changed, _ = closures("changed", {"a": _PKG_A_MOVED, "b": _PKG_B_MOVED,
+                                      "c": _PKG_C_MOVED.replace("x * SCALE", "x * SCALE + 1")})
+    assert changed != base
+    # two different values of one name in two modules both count
+    two, _ = closures("two", {"a": _PKG_A.replace("b.other(x)", "b.other(x) + b.CONST"),
+                              "b": _PKG_B + "\nCONST = 5\n", "c": _PKG_C})
+    assert "+" in two["CONST"] and len(two["CONST"].split("+")) == 2
+
+
+def test_the_training_path_moved_in_a_scratch_copy_keeps_its_key(tmp_path, monkeypatch):
+    """The real training path: a copy of hwlib in which ``assign_targets`` moves from ``detector`` to a new module
+    (``detector`` importing it from there) and ``boxes`` is renamed ``boxops``: the detector's training code is the
+    same."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    import hwlib
+
+    src = Path(hwlib.__file__).parent
+    dst = tmp_path / "hwlib"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    det = (dst / "detector.py").read_text()
+    m = re.search(r"\ndef assign_targets\(.*?(?=\n\ndef |\n\nclass )", det, re.S)
+    assert m, "assign_targets not found"
+    helpers = re.findall(r"^(?:from|import) .*$", det, re.M)
+    (dst / "assignment.py").write_text("\n".join(h for h in helpers if "assignment" not in h) + "\n"
+                                       + "from .detector import STRIDES, best_anchor_index, _flatten_targets, _grid\n"
+                                       + m.group(0) + "\n")
+    det = det.replace(m.group(0), "") + "\nfrom .assignment import assign_targets  # noqa: E402\n"
+    (dst / "detector.py").write_text(det)
+    for f in dst.rglob("*.py"):
+        t = f.read_text()
+        t2 = re.sub(r"\bfrom \.boxes import", "from .boxops import", t)
+        t2 = re.sub(r"\bfrom \. import boxes\b", "from . import boxops as boxes", t2)
+        if t2 != t:
+            f.write_text(t2)
+    (dst / "boxes.py").rename(dst / "boxops.py")
+    code = ("from hwlib import experiments as ex, store as st; print(ex.training_code('detector'), "
+            "ex.training_code('keypoint'), st.closure_digest(ex.TRAINING_PATH['detector'], located=True))")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    here = subprocess.run([sys.executable, "-c", code + "; import hwlib; print(hwlib.__file__)"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert str(tmp_path) in here.stdout                     # the scratch copy ran, not the installed package
+    det_code, kp_code, located = out.stdout.split()
+    assert [det_code, kp_code] == [ex.training_code("detector"), ex.training_code("keypoint")]
+    assert located != st.closure_digest(ex.TRAINING_PATH["detector"], located=True)   # the moves did happen

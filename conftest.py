@@ -1,0 +1,7 @@
+"""Test-wide settings: the tests' trainings take their own training lock (:mod:`hwlib.lock`), so that a training
+of the project running (or paused) on the machine never makes the suite wait; notebooks run by nbval inherit it."""
+
+import os
+import tempfile
+
+os.environ.setdefault("HWLIB_TRAINING_LOCK", os.path.join(tempfile.mkdtemp(prefix="hwlib-tests-"), "training.lock"))
