@@ -98,6 +98,8 @@ class DetectorConfig:
     anchor_t: float = 4.0              # a GT matches an anchor when max side ratio < anchor_t
     neighbour_cells: bool = True       # also assign the two nearest neighbouring cells (YOLOv5)
     assignment: str = "ratio"          # "ratio" (YOLOv5, every anchor within anchor_t) | "best_anchor" (YOLOv3)
+    ignore_iou: float = 0.0            # YOLOv3's ignore threshold: no objectness loss for a non-positive anchor
+                                       # whose predicted box has IoU > this with a ground truth (0: off)
     obj_balance: tuple = (4.0, 1.0, 0.4)  # objectness loss weight per head (S1, S2, S3)
     focal_gamma: float = 0.0           # 0: plain BCE/CE; >0: focal loss on objectness and class
     class_alpha: tuple = (1.0, 1.0, 1.0)  # per-class weight of the classification loss
@@ -332,6 +334,8 @@ def _check(p: Profile) -> None:
             raise ValueError(f"{label}.size_mode must be 'class' or 'any', got {cfg.size_mode!r}")
         if cfg.assignment not in ("ratio", "best_anchor"):
             raise ValueError(f"{label}.assignment must be 'ratio' or 'best_anchor', got {cfg.assignment!r}")
+        if not 0.0 <= cfg.ignore_iou < 1.0:
+            raise ValueError(f"{label}.ignore_iou must be in [0, 1) (0: off), got {cfg.ignore_iou!r}")
         if len(cfg.anchors) != 3:
             raise ValueError(f"{label}.anchors must list 3 heads, got {len(cfg.anchors)}")
     if p.rf_aware_head not in ("deep", "dilated"):

@@ -33,7 +33,9 @@ and, with ``neighbour_cells``, the two neighbouring cells nearest to that centre
 object several positives on the heads whose anchors suit it, instead of the single best anchor of
 YOLOv3. With ``assignment="best_anchor"`` (an arm) each object is instead a positive of the one anchor,
 over all heads, whose shape fits it best (IoU of centred boxes), as in YOLOv3 (with ``neighbour_cells``
-off: its centre cell only). Loss: ``1 - CIoU`` on positives, BCE objectness against the detached IoU (per-head weights
+off: its centre cell only). With ``ignore_iou`` > 0, YOLOv3's ignore threshold: an anchor that is not a
+positive but whose predicted box overlaps a ground truth by IoU > ``ignore_iou`` gets no objectness loss
+(:func:`ignored_anchors`; YOLOv3 0.5 in its paper, 0.7 in its reference config; 0, the default: off). Loss: ``1 - CIoU`` on positives, BCE objectness against the detached IoU (per-head weights
 ``obj_balance``), cross-entropy class loss on positives (optionally focal, class-weighted); the three
 are summed with the config's ``box_gain``, ``obj_gain``, ``cls_gain`` (0.05, 1.0, 0.5).
 """
@@ -46,7 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .boxes import batched_nms, check_tensor
+from .boxes import batched_nms, box_iou, check_tensor
 from .config import DETECTOR_HEADS as HEADS, SEED_ANCHORS
 from .layers import conv_bn_relu as _conv_bn, init_weights
 
@@ -257,6 +259,11 @@ class DetectionLoss:
                 l_cls = l_cls + (ce * self.alpha.to(dev)[cls]).mean()
                 n_pos += len(cls)
             bce = F.binary_cross_entropy_with_logits(p[..., 4], obj_target, reduction="none")
+            if cfg.ignore_iou > 0:                                       # YOLOv3: near-misses are not negatives
+                keep = ~ignored_anchors(p.detach(), level, self.anchors[level], targets, cfg.ignore_iou)
+                if len(a["image"]):
+                    keep[idx] = True
+                bce = bce * keep
             if cfg.focal_gamma > 0:
                 prob = p[..., 4].sigmoid()
                 p_t = prob * obj_target + (1 - prob) * (1 - obj_target)
@@ -264,6 +271,35 @@ class DetectionLoss:
             l_obj = l_obj + cfg.obj_balance[level] * bce.mean()
         loss = cfg.box_gain * l_box + cfg.obj_gain * l_obj + cfg.cls_gain * l_cls
         return loss, {"box": float(l_box.detach()), "obj": float(l_obj.detach()), "cls": float(l_cls.detach()), "pos": n_pos}
+
+
+def ignored_anchors(p: torch.Tensor, level: int, anchors, targets, threshold: float) -> torch.Tensor:
+    """YOLOv3's ignore rule: which anchors of one head predict a box that overlaps a ground truth by more than
+    ``threshold`` (IoU), and so are exempt from the objectness loss where they are not positives (the caller keeps
+    its positives).
+
+    Args:
+        p: ``[B, A, H, W, 5+C]`` raw outputs of head ``level`` (:func:`_split`); anchors: its ``A`` anchor sides (px).
+        targets: ``B`` dicts with ``"boxes"`` ``[M, 4]`` ``xyxy`` pixels.
+
+    Returns:
+        bool ``[B, A, H, W]``.
+    """
+    b, na, h, w, _ = p.shape
+    gx, gy = _grid(h, w, p.device)
+    s = STRIDES[level]
+    anc = torch.tensor(anchors, dtype=torch.float32, device=p.device).view(1, na, 1, 1)
+    cx = (gx + p[..., 0].sigmoid() * 2 - 0.5) * s
+    cy = (gy + p[..., 1].sigmoid() * 2 - 0.5) * s
+    bw = (p[..., 2].sigmoid() * 2) ** 2 * anc
+    bh = (p[..., 3].sigmoid() * 2) ** 2 * anc
+    boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1).reshape(b, -1, 4)
+    out = torch.zeros(b, na * h * w, dtype=torch.bool, device=p.device)
+    for i, t in enumerate(targets):
+        gt = t["boxes"].to(p.device, torch.float32)
+        if len(gt):
+            out[i] = box_iou(boxes[i], gt).max(1).values > threshold
+    return out.view(b, na, h, w)
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -91,6 +91,7 @@ def part1_headline(P, names=None, progress: bool = True):
 # ----------------------------------------------------------------------------- Part 1: the proposals and controls
 BEST_ANCHOR = "single best anchor (YOLOv3)"
 BEST_ANCHOR_DEEP = "single best anchor, deep 3x3 heads"    # does the failure go where the heads see their objects?
+BEST_ANCHOR_IGNORE = "single best anchor, ignore IoU 0.5"  # ... or where near-misses are not trained as negatives?
 
 
 def part1_arm_overrides(A) -> dict:
@@ -107,6 +108,7 @@ def part1_arm_overrides(A) -> dict:
         "deep heads 3x3": {"head": "deep"}, "dilated heads": {"head": "dilated"},
         BEST_ANCHOR: {"assignment": "best_anchor", "neighbour_cells": False},
         BEST_ANCHOR_DEEP: {"assignment": "best_anchor", "neighbour_cells": False, "head": "deep"},
+        BEST_ANCHOR_IGNORE: {"assignment": "best_anchor", "neighbour_cells": False, "ignore_iou": 0.5},
     }
 
 

@@ -240,3 +240,42 @@ def test_best_anchor_assignment_gives_one_positive_per_object():
     assert sum(len(x["gt"]) for x in ratio) > 3                           # ratio matching: several per object
     with pytest.raises(ValueError, match="assignment"):
         det.assign_targets(targets, [(56, 56), (28, 28), (14, 14)], assignment="best")
+
+
+def test_ignored_anchors_are_those_whose_predicted_box_overlaps_a_ground_truth():
+    """Hand-worked: head S3 (stride 16), all outputs 0, so each anchor predicts a box of its own side centred at
+    (gx + 0.5) * 16: the 128-px anchor of cell (7, 7) predicts [56, 56, 184, 184]. A ground truth equal to it is
+    overlapped (IoU 1) by that anchor; the neighbouring cells' 128-px boxes, shifted by 16 px, by IoU
+    (112 * 128) / (2 * 128^2 - 112 * 128) = 0.778; nothing far away is."""
+    p = torch.zeros(1, 3, 14, 14, 8)
+    gt = [{"boxes": torch.tensor([[56.0, 56.0, 184.0, 184.0]]), "labels": torch.tensor([2])}]
+    ign = det.ignored_anchors(p, 2, (96, 128, 192), gt, 0.7)
+    assert ign.shape == (1, 3, 14, 14) and ign.dtype == torch.bool
+    assert ign[0, 1, 7, 7] and ign[0, 1, 7, 8] and ign[0, 1, 8, 7]          # IoU 1 and 0.778 > 0.7
+    assert not ign[0, 1, 0, 0] and not ign[0, 1, 7, 9]                      # far / shifted 32 px: 0.6 < 0.7
+    assert ign[0, 1].sum() == 5                                            # the cell and its four neighbours
+    assert det.ignored_anchors(p, 2, (96, 128, 192), gt, 0.99)[0].sum() == 1   # only the exact box
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    assert not det.ignored_anchors(p, 2, (96, 128, 192), empty, 0.5).any()
+
+
+def test_the_ignore_threshold_exempts_negatives_but_not_positives():
+    torch.manual_seed(0)
+    m = det.MultiScaleDetector(width=0.25)
+    with torch.no_grad():
+        out = m(torch.rand(2, 3, 224, 224))
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0], [60.0, 50.0, 150.0, 170.0]]), "labels": torch.tensor([0, 2])},
+               {"boxes": torch.tensor([[100.0, 30.0, 160.0, 80.0]]), "labels": torch.tensor([1])}]
+    cfg = DetectorConfig(width=0.25, assignment="best_anchor", neighbour_cells=False)
+    _, off = det.DetectionLoss(cfg)(out, targets)
+    _, on = det.DetectionLoss(dataclasses.replace(cfg, ignore_iou=0.3))(out, targets)
+    _, none = det.DetectionLoss(dataclasses.replace(cfg, ignore_iou=0.999))(out, targets)
+    assert on["obj"] < off["obj"] and on["box"] == off["box"] and on["cls"] == off["cls"] and on["pos"] == off["pos"]
+    assert none["obj"] == pytest.approx(off["obj"], rel=1e-6)
+    # every negative ignored (a threshold no box can miss): what is left is the positives' own objectness loss
+    everything = [{"boxes": torch.tensor([[0.0, 0.0, 224.0, 224.0]] * 1 + t["boxes"].tolist()), "labels": torch.zeros(1 + len(t["boxes"]), dtype=torch.int64)} for t in targets]
+    _, pos_only = det.DetectionLoss(dataclasses.replace(cfg, ignore_iou=1e-9))(out, everything)
+    assert 0 < pos_only["obj"] < off["obj"]
+    with pytest.raises(ValueError, match="ignore_iou"):
+        from hwlib.config import load_profile
+        load_profile("smoke", detector={"ignore_iou": 1.5})

@@ -579,3 +579,11 @@ def test_the_training_path_moved_in_a_scratch_copy_keeps_its_key(tmp_path, monke
     det_code, kp_code, located = out.stdout.split()
     assert [det_code, kp_code] == [ex.training_code("detector"), ex.training_code("keypoint")]
     assert located != st.closure_digest(ex.TRAINING_PATH["detector"], located=True)   # the moves did happen
+
+
+def test_an_option_added_at_its_neutral_value_leaves_the_config_part_of_the_key():
+    cfg = load_profile("smoke").detector
+    assert cfg.ignore_iou == 0.0 and "ignore_iou" not in st.config_dict(cfg)       # as before the option existed
+    on = dataclasses.replace(cfg, ignore_iou=0.5)
+    assert st.config_dict(on)["ignore_iou"] == 0.5
+    assert st.training_key("detector", "detector", on, 0, "c") != st.training_key("detector", "detector", cfg, 0, "c")
