@@ -134,6 +134,16 @@ def part1_arms(P, names=None, progress: bool = True):
     return arms, runs, diagnosis
 
 
+def best_anchor_tests(runs) -> dict:
+    """The two tests of why single-best-anchor assignment fails, each arm paired seed by seed with the plain
+    best-anchor arm (not with the baseline): heads that see their objects (:data:`BEST_ANCHOR_DEEP`) and YOLOv3's
+    ignore threshold (:data:`BEST_ANCHOR_IGNORE`). ``{arm: Record}`` for those of them ``runs`` holds."""
+    if BEST_ANCHOR not in runs.records:
+        return {}
+    return {n: runs.records[n].with_baseline(runs.records[BEST_ANCHOR])
+            for n in (BEST_ANCHOR_DEEP, BEST_ANCHOR_IGNORE) if n in runs.records}
+
+
 def _own(runs, name: str, seed: int) -> bool:
     """Whether this process makes the analyses of run ``(name, seed)``: always, unless the missing runs are split
     over shards (``--shard``), where the shard that trains a run makes them (it has the weights)."""
@@ -216,6 +226,85 @@ def _whole(fn):
     return train
 
 
+# ----------------------------------------------------------------------------- each set's runs, without training
+def planned_runs(P, stage: str) -> list:
+    """The trainings set ``stage`` asks for at profile ``P`` (:class:`hwlib.plan.PlannedRun`), by the rules its
+    training function follows: the headline detectors with their ceiling runs (the any-size evaluations of notebook
+    03 reuse them), the arms, the any-size detectors, the keypoint methods with their ceiling runs, the ablations."""
+    import dataclasses as dc
+
+    from .plan import detector_plan, keypoint_plan
+
+    if stage == "part1-headline":
+        return detector_plan(P.detector, headline_arm_overrides(P), {"seed_exact": P.seed_exact_seeds,
+                             "rf_aware": P.rf_aware_seeds, "first_round_data": P.seed_exact_seeds}, "02_", True,
+                             P.validated_seeds, {"seed_exact", "rf_aware"} if P.ceiling else ())
+    if stage == "part1-arms":
+        return detector_plan(P.det_ablation, part1_arm_overrides(P.det_ablation), P.det_seeds, "", True, 0)
+    if stage == "part1-any-size":
+        return detector_plan(dc.replace(P.detector, size_mode="any"), {"any_size": {}},
+                             {"any_size": P.seed_exact_seeds}, "03_", True, P.validated_seeds)
+    if stage == "part2-methods":
+        return keypoint_plan(P.keypoint, {m: {} for m in METHODS}, P.kp_seeds, "04_", True, P.validated_seeds,
+                             set(METHODS) if P.ceiling else ())
+    if stage == "part2-ablations":
+        return keypoint_plan(P.kp_ablation, part2_arm_overrides(P.kp_ablation), P.kp_seeds, "", True, 0,
+                             [ABLATION_BASE], method="heatmap")
+    raise ValueError(f"unknown set {stage!r}; valid: {list(STAGES)}")
+
+
+def store_status(P, stages=None, probe_seconds: float = 3.0) -> dict:
+    """Per set: runs stored, stale and missing in the profile's store, and the hours of training the stale and missing
+    ones take on this CPU (their images over this CPU's measured images per second, :func:`hwlib.plan.speeds`).
+    Returns ``{set: {"runs", "stored", "stale", "missing", "hours_left", "missing_runs": [name], "stale_runs":
+    [{"name", "why"}]}, "total": {...}, "speeds": [...], "profile", "cpu"}``."""
+    from .experiments import _as_store
+    from .machine import cpu_model
+    from .plan import speeds, status
+
+    store = _as_store(P.store)
+    plans = {s: planned_runs(P, s) for s in (stages or STAGES)}
+    states = {s: status(runs, store) for s, runs in plans.items()}
+    todo = [r for st_ in states.values() for r in (st_["missing"] + [x for x, _ in st_["stale"]])]
+    rate = speeds(todo, store, probe_seconds, P.precision) if todo else {}
+    out = {"profile": P.name, "cpu": cpu_model(), "sets": {}}
+    for s, st_ in states.items():
+        left = [*st_["missing"], *(x for x, _ in st_["stale"])]
+        out["sets"][s] = {"runs": sum(map(len, (st_["stored"], st_["stale"], st_["missing"]))),
+                          "stored": len(st_["stored"]), "stale": len(st_["stale"]), "missing": len(st_["missing"]),
+                          "hours_left": sum(r.images / rate[r.model()][0] for r in left
+                                            if rate[r.model()][0]) / 3600,
+                          "unmeasured": sum(rate[r.model()][0] is None for r in left),
+                          "missing_runs": [r.name for r in st_["missing"]],
+                          "stale_runs": [{"name": r.name, "why": why} for r, why in st_["stale"]]}
+    out["total"] = {k: sum(v[k] for v in out["sets"].values()) for k in ("runs", "stored", "stale", "missing",
+                                                                         "hours_left", "unmeasured")}
+    out["speeds"] = [{"model": list(m), "img_s": v, "from": how} for m, (v, how) in rate.items()]
+    return out
+
+
+_HOW = {"stored": "median of the stored runs trained on this CPU alone",
+        "stored, fastest": "fastest stored run on this CPU; older runs do not record their load",
+        "probe": "probe of its training steps here, validation not included",
+        "unmeasured": "no stored run of it on this CPU, and another training holds the machine: not probed"}
+
+
+def format_status(st_: dict) -> str:
+    lines = [f"run store at the {st_['profile']} profile, training hours on this CPU ({st_['cpu']}):",
+             f"  {'set':18s} {'runs':>5s} {'stored':>7s} {'stale':>6s} {'missing':>8s} {'hours left':>11s}"]
+    for s, v in [*st_["sets"].items(), ("total", st_["total"])]:
+        lines.append(f"  {s:18s} {v['runs']:5d} {v['stored']:7d} {v['stale']:6d} {v['missing']:8d} "
+                     f"{v['hours_left']:11.1f}" + (f"  + {v['unmeasured']} run(s) of an unmeasured speed"
+                                                   if v["unmeasured"] else ""))
+    for s, v in st_["sets"].items():
+        for x in v["stale_runs"]:
+            lines.append(f"  stale in {s}: {x['name']}: {x['why']}")
+    for sp in st_["speeds"]:
+        speed = f"{sp['img_s']:.1f} images/s" if sp["img_s"] else "unmeasured"
+        lines.append(f"  speed of {'/'.join(map(str, sp['model']))}: {speed} ({_HOW[sp['from']]})")
+    return "\n".join(lines)
+
+
 # name: (what it trains, its arms or models by name, train(P, names) -> Runs of its main records, seeds per arm)
 STAGES = {
     "part1-headline": ("notebook 02's headline detectors, with the evaluations notebook 03 makes of them",
@@ -239,15 +328,31 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hwlib.stages", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="the training sets and their arms")
+    stt = sub.add_parser("status", help="per set: runs stored, stale, missing, and the hours left on this CPU")
+    stt.add_argument("--json", metavar="FILE", nargs="?", const="-", help="write the status as JSON (- : stdout)")
+    stt.add_argument("stages", nargs="*", choices=[[], *STAGES], help="only these sets (default: all)")
     tr = sub.add_parser("train", help="train (or read from the store) one set's runs")
     tr.add_argument("stage", choices=list(STAGES))
     tr.add_argument("--arms", nargs="+", metavar="NAME", help="only these arms (default: all)")
     tr.add_argument("--shard", metavar="I/N", help="train only shard I of N of the missing runs (N processes sharing "
                     "the store: each waits for the others' runs)")
-    for p in (ls, tr):
+    for p in (ls, tr, stt):
         p.add_argument("--profile", default="cpu")
     args = ap.parse_args(argv)
     P = load_profile(args.profile)
+    if args.command == "status":
+        import json
+
+        from .report import atomic_write_text, to_jsonable
+
+        st_ = store_status(P, args.stages or None)
+        if args.json == "-":
+            print(json.dumps(to_jsonable(st_), indent=1))
+        else:
+            print(format_status(st_))
+            if args.json:
+                atomic_write_text(args.json, json.dumps(to_jsonable(st_), indent=1) + "\n")
+        return 0
     if args.command == "list":
         for name, (what, arms_of, _, seeds) in STAGES.items():
             arms = arms_of(P)
