@@ -303,7 +303,8 @@ def run_notebooks(profile: str, force: bool = False, timeout: int | None = None,
     if to_run:
         estimates, basis = estimate_stages(reference, current_probe, to_run)
         if_reused, _ = estimate_stages({**reference, "_training": {}}, current_probe, to_run)
-        _print_estimate(profile, estimates, basis, this_machine, if_reused)
+        _print_estimate(profile, estimates, basis, this_machine, if_reused,
+                        _store_training(P) if trains and profile != "smoke" else None)
     for i, nb in enumerate(nbs, 1):
         name = nb.stem
         prev = state.get(name, {})
@@ -397,7 +398,20 @@ def _stages_to_run(nbs, state, keys, start, only) -> list[str]:
     return out
 
 
-def _print_estimate(profile, estimates: dict, basis: str, machine: dict, if_reused: dict | None = None) -> None:
+def _store_training(P) -> dict | None:
+    """What the run store lacks at profile ``P`` and the training it takes on this CPU (:func:`hwlib.stages.store_status`:
+    the missing runs' own images over this CPU's measured speed), or ``None`` where it cannot be told."""
+    from .stages import store_status
+
+    try:
+        return store_status(P)["total"]
+    except Exception as e:                                  # an estimate never stops a build
+        print(f"  (the run store's training estimate failed: {type(e).__name__}: {e})", flush=True)
+        return None
+
+
+def _print_estimate(profile, estimates: dict, basis: str, machine: dict, if_reused: dict | None = None,
+                    training: dict | None = None) -> None:
     known = {n: e for n, e in estimates.items() if e is not None}
     probe = machine["probe"]
     kind = ({"fp32-only": "no native bf16", "avx512_bf16": "AVX512-BF16", "amx": "AMX"}[machine["cpu_kind"]]
@@ -410,6 +424,20 @@ def _print_estimate(profile, estimates: dict, basis: str, machine: dict, if_reus
         reuse = (f" if its models train (about {_fmt_duration(low)} where their finished runs are under runs/)"
                  if e is not None and low is not None and low < 0.9 * e else "")
         print(f"  {n}: " + (f"about {_fmt_duration(e)}{reuse}" if e is not None else "no reference time"), flush=True)
+    if training is not None:
+        todo = training["missing"] + training["stale"]
+        unmeasured = f" (+ {training['unmeasured']} run(s) of an unmeasured speed)" if training.get("unmeasured") else ""
+        print(f"  run store: {training['stored']} of {training['runs']} runs stored; training the other {todo} "
+              f"({training['missing']} missing, {training['stale']} stale) takes about "
+              f"{_fmt_duration(training['hours_left'] * 3600)} on this CPU{unmeasured}, from their images and this "
+              "CPU's measured speed (python -m hwlib.stages status)", flush=True)
+        reused = {n: e for n, e in (if_reused or {}).items() if e is not None}
+        if reused:
+            total = sum(reused.values()) + training["hours_left"] * 3600
+            print(f"expected: about {_fmt_duration(total)} for {len(estimates)} stage(s) at profile {profile} on this "
+                  f"CPU ({kind}): that training, and the notebooks' own time with every run stored ({basis})",
+                  flush=True)
+            return
     if known:
         missing = f" (+ {len(estimates) - len(known)} stage(s) without a reference)" if len(known) < len(estimates) else ""
         print(f"expected: about {_fmt_duration(sum(known.values()))} of notebook time for {len(estimates)} stage(s) "
