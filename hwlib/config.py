@@ -44,6 +44,7 @@ def train_data_seed(task: str, seed: int) -> int:
 DETECTOR_HEADS = ("seed", "deep1x1", "deep1x1_wide", "deep", "dilated")   # S2/S3 head variants, see hwlib.detector
 HEATMAP_LOSSES = ("ce", "mse")                      # KeypointConfig.heatmap_loss, see hwlib.keypoints.KeypointLoss
 REGRESSION_LOSSES = ("l1", "smooth_l1", "wing")     # KeypointConfig.regression_loss, see hwlib.keypoints.coordinate_loss
+REGRESSION_OUTPUTS = ("sigmoid", "linear")          # KeypointConfig.regression_output, see hwlib.keypoints.RegressionNet
 OPTIMIZERS = ("adamw", "sgd")                       # <Config>.optimizer, see hwlib.train.make_optimizer
 SCHEDULES = ("cosine", "linear")                    # <Config>.schedule: the decay after warm-up, see hwlib.train.lr_at
 KEYPOINT_NAMES = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
@@ -147,6 +148,10 @@ class KeypointConfig:
     ohkm: int = 0                      # >0: only each image's this many hardest keypoints count in the loss (CPN)
     coord_channels: bool = False       # GAP+FC regression only: (x, y) coordinate channels on its input (CoordConv)
     regression_loss: str = "l1"        # GAP+FC regression only: "l1" | "smooth_l1" | "wing" (hwlib.keypoints.KeypointLoss)
+    # GAP+FC regression only, the standard head's three differences from the original (hwlib.keypoints.RegressionNet)
+    regression_output: str = "sigmoid"  # "sigmoid" (original) | "linear" (DeepPose, MMPose)
+    regression_fp32_head: bool = False  # the head in float32 outside autocast
+    regression_norm: bool = False       # a LayerNorm on the pooled features
 
     def steps_of(self, method: str) -> int:
         """Optimizer steps of ``method``: ``regression_steps`` for GAP+FC regression when set, else ``steps``."""
@@ -162,7 +167,8 @@ class KeypointConfig:
         ``regression_loss`` for the other methods. A change to one of them leaves ``method``'s finished runs valid
         (:func:`hwlib.experiments.same_config`)."""
         if method != "regression":
-            return frozenset({"regression_steps", "regression_lr", "coord_channels", "regression_loss"})
+            return frozenset({"regression_steps", "regression_lr", "coord_channels", "regression_loss",
+                              "regression_output", "regression_fp32_head", "regression_norm"})
         return frozenset(k for k, own in (("steps", self.regression_steps), ("lr", self.regression_lr)) if own)
 
 
@@ -347,6 +353,9 @@ def _check(p: Profile) -> None:
             raise ValueError(f"{label}.heatmap_size must be 32, 64 or 128, got {cfg.heatmap_size}")
         if cfg.regression_loss not in REGRESSION_LOSSES:
             raise ValueError(f"{label}.regression_loss must be one of {REGRESSION_LOSSES}, got {cfg.regression_loss!r}")
+        if cfg.regression_output not in REGRESSION_OUTPUTS:
+            raise ValueError(f"{label}.regression_output must be one of {REGRESSION_OUTPUTS}, "
+                             f"got {cfg.regression_output!r}")
     for cfg, label in ((p.detector, "detector"), (p.det_ablation, "det_ablation"), (p.keypoint, "keypoint"),
                        (p.kp_ablation, "kp_ablation")):
         if cfg.optimizer not in OPTIMIZERS:

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .boxes import check_tensor
-from .config import HEATMAP_LOSSES, REGRESSION_LOSSES
+from .config import HEATMAP_LOSSES, REGRESSION_LOSSES, REGRESSION_OUTPUTS
 from .layers import conv_bn_relu as _conv_bn, init_weights
 
 IMAGE_SIZE = 128
@@ -357,22 +357,42 @@ class RegressionNet(nn.Module):
 
     With ``coords`` the image enters the encoder with two coordinate channels (:func:`coordinate_channels`), so
     that convolutions, which are translation-equivariant, can carry where a feature lies into what global average
-    pooling keeps; still direct regression (no heatmap, no spatial read-out)."""
+    pooling keeps; still direct regression (no heatmap, no spatial read-out).
 
-    def __init__(self, num_keypoints: int = 5, base_channels: int = 32, coords: bool = False):
+    The original head ends in a sigmoid (``output="sigmoid"``), runs under the training's autocast and feeds the
+    pooled features to its first linear layer as they are. The standard regression head (DeepPose, MMPose's
+    ``RegressionHead``) differs in three ways, each an option here: ``output="linear"`` (no squashing: the
+    sigmoid's slope, at most 0.25, shrinks the gradient of keypoints near the border; the last layer's bias starts
+    at 0.5, the image centre, so the untrained output is where the sigmoid's was; its output is not clamped, so it
+    can leave [0, 1]), ``fp32_head`` (the head computed in float32 outside autocast: bf16 rounds the pooled
+    features to about 0.4%) and ``norm`` (a LayerNorm on the pooled features)."""
+
+    def __init__(self, num_keypoints: int = 5, base_channels: int = 32, coords: bool = False,
+                 output: str = "sigmoid", fp32_head: bool = False, norm: bool = False):
         super().__init__()
-        self.num_keypoints, self.coords = num_keypoints, coords
+        if output not in REGRESSION_OUTPUTS:
+            raise ValueError(f"output must be one of {REGRESSION_OUTPUTS}, got {output!r}")
+        self.num_keypoints, self.coords, self.output, self.fp32_head = num_keypoints, coords, output, fp32_head
         self.encoder = Encoder(base_channels, in_channels=3 if coords else 1)
         c = self.encoder.channels[4]
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, c), nn.ReLU(inplace=True),
-                                  nn.Linear(c, 2 * num_keypoints))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), *([nn.LayerNorm(c)] if norm else []),
+                                  nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, 2 * num_keypoints))
         init_weights(self)
+        if output == "linear":
+            nn.init.constant_(self.head[-1].bias, 0.5)
 
     def forward(self, x):
         _check_input(x)
         if self.coords:
             x = coordinate_channels(x)
-        return torch.sigmoid(self.head(self.encoder(x)[4]).float()).view(-1, self.num_keypoints, 2)
+        features = self.encoder(x)[4]
+        if self.fp32_head:
+            with torch.autocast(features.device.type, enabled=False):
+                out = self.head(features.float())
+        else:
+            out = self.head(features).float()
+        out = torch.sigmoid(out) if self.output == "sigmoid" else out
+        return out.view(-1, self.num_keypoints, 2)
 
 
 def soft_argmax(logits: torch.Tensor) -> torch.Tensor:
@@ -399,7 +419,9 @@ def build_keypoint_model(method: str, cfg) -> nn.Module:
     if method == "integral":
         return IntegralNet(5, cfg.heatmap_size, cfg.skip, cfg.base_channels)
     if method == "regression":
-        return RegressionNet(5, cfg.base_channels, getattr(cfg, "coord_channels", False))
+        return RegressionNet(5, cfg.base_channels, getattr(cfg, "coord_channels", False),
+                             getattr(cfg, "regression_output", "sigmoid"), getattr(cfg, "regression_fp32_head", False),
+                             getattr(cfg, "regression_norm", False))
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 

@@ -56,7 +56,8 @@ HISTORY_POINTS = 256       # per-step loss points kept in a stored history (eval
 # hwlib.experiments (TRAINING_PATH, EVAL_PATH), which hashes them with closure_digest and passes the hash in.
 # Config fields added after the store's first format are left out of the training key while they hold the value
 # that reproduces the code before them (so adding an option does not orphan every stored run): {field: value}.
-KEY_NEUTRAL: dict = {"ignore_iou": 0.0}
+KEY_NEUTRAL: dict = {"ignore_iou": 0.0, "regression_output": "sigmoid", "regression_fp32_head": False,
+                     "regression_norm": False}
 REQUIRED = ("format", "task", "method", "name", "seed", "config", "code", "training_key", "history", "evaluations")
 
 

@@ -167,3 +167,46 @@ def test_ohkm_keeps_each_images_hardest_keypoints():
 def test_bad_input(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+def test_regression_head_options_change_only_what_they_name():
+    """The standard head's three differences (linear output, fp32 head, LayerNorm after pooling): at their defaults
+    the original network (same parameters, same output); linear output starts at the image centre like the sigmoid's
+    0.5; the fp32 head's output does not depend on autocast; unknown output kinds are refused."""
+    import dataclasses
+
+    from hwlib.config import KeypointConfig
+    from hwlib.keypoints import RegressionNet, build_keypoint_model
+
+    torch.manual_seed(0)
+    base = RegressionNet(5, 8)
+    torch.manual_seed(0)
+    same = build_keypoint_model("regression", KeypointConfig(base_channels=8))
+    x = torch.rand(2, 1, 128, 128)
+    assert torch.equal(base(x), same(x))
+    torch.manual_seed(0)
+    lin = RegressionNet(5, 8, output="linear")
+    assert torch.allclose(lin.head[-1].bias, torch.full((10,), 0.5))
+    with torch.no_grad():
+        lin.head[-1].weight.zero_()
+        base.head[-1].weight.zero_()
+        base.head[-1].bias.zero_()
+    assert torch.allclose(lin(x), base(x))                   # both 0.5 everywhere
+    normed = RegressionNet(5, 8, norm=True)
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in normed.head)
+    fp32 = RegressionNet(5, 8, fp32_head=True).eval()
+    with torch.no_grad():
+        plain = fp32(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = fp32(x)
+            head_in = fp32.encoder(x)[4]
+    assert auto.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.allclose(auto, torch.sigmoid(fp32.head(head_in.float())).view(-1, 5, 2))
+    assert plain.shape == (2, 5, 2)
+    with pytest.raises(ValueError, match="output"):
+        RegressionNet(5, 8, output="tanh")
+    cfg = KeypointConfig()
+    assert {"regression_output", "regression_norm", "regression_fp32_head"} <= cfg.unread_by("heatmap")
+    assert not {"regression_output"} & cfg.unread_by("regression")
+    assert dataclasses.replace(cfg, regression_output="linear").unread_by("regression") == cfg.unread_by("regression")
