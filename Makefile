@@ -13,7 +13,7 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=429
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report report-smoke pdf test test-unit test-slow test-nb bench lab readme verify clean notebooks-outputs
+.PHONY: help setup report report-smoke pdf test test-unit test-slow test-nb bench lab readme verify status clean notebooks-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-13s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ readme: ## regenerate the README results table from report/generated/
 
 verify: setup ## retrain stored runs and compare with their records (RUNS="02_seed_exact_s0 04_heatmap_s0", or SAMPLE=K)
 	$(PY) -m hwlib.verify $(RUNS) $(if $(SAMPLE),--sample $(SAMPLE))
+
+status: setup ## what the run store holds and lacks per training set, and the training hours left on this CPU
+	$(PY) -m hwlib.stages status
 
 clean: ## remove runs/ and LaTeX build files (keeps the committed results and the run store)
 	rm -rf runs report/build
