@@ -4,4 +4,4 @@ of the project running (or paused) on the machine never makes the suite wait; no
 import os
 import tempfile
 
-os.environ.setdefault("HWLIB_TRAINING_LOCK", os.path.join(tempfile.mkdtemp(prefix="hwlib-tests-"), "training.lock"))
+os.environ["HWLIB_TRAINING_LOCK"] = os.path.join(tempfile.mkdtemp(prefix="hwlib-tests-"), "training.lock")

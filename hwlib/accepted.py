@@ -73,6 +73,9 @@ def check_entry(entry: dict, where: str) -> dict:
                                    f"not of {entry['from_code']}")
         if entry["verdict"] == "accepted" and p.get("verdict") not in ACCEPTING:
             raise EquivalenceError(f"{where}: accepted, but proof run {p.get('name')!r} says {p.get('verdict')!r}")
+        if entry["verdict"] == "accepted" and p.get("same_machine") and p.get("verdict") != "identical":
+            raise EquivalenceError(f"{where}: accepted, but proof run {p.get('name')!r} retrained on the machine kind "
+                                   f"that trained it and was not identical")
     if entry["verdict"] == "refused" and all(p.get("verdict") in ACCEPTING for p in entry["proofs"]):
         raise EquivalenceError(f"{where}: refused, but every proof run reproduced its record")
     return entry
@@ -101,14 +104,17 @@ def write_entries(entries: list[dict], path=EQUIVALENCE_FILE) -> None:
 
 def accepted_codes(task: str, code: str, entries=None, path=EQUIVALENCE_FILE) -> list[str]:
     """The older training codes of ``task`` accepted as equivalent to ``code``, nearest first (an accepted change
-    from A to B and from B to C: C serves the runs of B and of A)."""
+    from A to B and from B to C: C serves the runs of B and of A, unless the change from A to C itself was
+    refused)."""
     entries = load(path) if entries is None else entries
+    refused = {e["from_code"] for e in entries if e["task"] == task and e["verdict"] == "refused"
+               and e["to_code"] == code}                   # refused against this very code: never served by a chain
     out, todo = [], [code]
     while todo:
         c = todo.pop(0)
         for e in entries:
-            if e["task"] == task and e["verdict"] == "accepted" and e["to_code"] == c and e["from_code"] not in out \
-                    and e["from_code"] != code:
+            if (e["task"] == task and e["verdict"] == "accepted" and e["to_code"] == c and e["from_code"] not in out
+                    and e["from_code"] != code and e["from_code"] not in refused):
                 out.append(e["from_code"])
                 todo.append(e["from_code"])
     return out

@@ -77,8 +77,8 @@ def prove(store, task: str, runs=None, sample: int = 1, seed: int = 0, tolerance
     """Retrain stored runs of ``task`` whose code is neither the current one nor accepted as equivalent, under the
     current code, and write the verdict to the equivalence file: one entry per old code, **accepted** where every
     retrained run reproduces its record, else **refused** (its runs stay stale). ``runs``: names of the runs to
-    retrain (default: ``sample`` drawn with ``seed`` per old code, the cheapest first among equals). Returns the
-    new entries."""
+    retrain (default: ``sample`` drawn with ``seed`` per old code and method: a change to one method's code is proved
+    by that method's runs; named runs must cover every method of the old code's runs). Returns the new entries."""
     from .experiments import training_code, training_parts
     from .store import changed_code
     from .verify import verify
@@ -92,13 +92,18 @@ def prove(store, task: str, runs=None, sample: int = 1, seed: int = 0, tolerance
             chosen = [r for r in recs if r.name in runs]
             if not chosen:
                 continue
-        else:
-            chosen = random.Random(seed).sample(sorted(recs, key=lambda r: r.name), min(sample, len(recs)))
+        else:                                          # every method the change touches proves itself
+            rng, chosen = random.Random(seed), []
+            for method in sorted({r.data["method"] for r in recs}):
+                mine = sorted((r for r in recs if r.data["method"] == method), key=lambda r: r.name)
+                chosen += rng.sample(mine, min(sample, len(mine)))
+        unproved = sorted({r.data["method"] for r in recs} - {r.data["method"] for r in chosen})
+        if unproved:
+            raise EquivalenceError(f"{task} code {old}: its stored runs include {unproved} runs, and none of them is "
+                                   "among the runs to retrain: name one of each method (--runs)")
         proofs = []
         for rec in chosen:
             r = verify(rec, tolerance, device, precision, progress, store=store)
-            if training_code(task) != code:
-                raise EquivalenceError("the training code changed while the proof ran")
             proofs.append({"name": rec.name, "training_key": rec.key, "stored_code": old, "code": code,
                            "verdict": r["verdict"], "same_machine": r["same_machine"], "max_abs": r["max_abs"],
                            "curve_max_abs": r["validation"]["max_abs"], "machine": r["machine"],

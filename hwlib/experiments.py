@@ -206,12 +206,12 @@ _STORES: dict = {}
 def _local_run(ckpt, cfg, steps, validate, key, build, ignore, reuse):
     """``(model, history)`` of the finished checkpoint ``ckpt`` of this run, or ``None``: same config, last step
     (:func:`finished_checkpoint`), the same model class, and, where the checkpoint's ``.key`` file names a training
-    key, this one. Checkpoints without a ``.key`` file (written before the store) count only with ``reuse``."""
+    key, this one (``key``: one key, or the keys that serve this run: today's and the stored run's). Checkpoints without a ``.key`` file (written before the store) count only with ``reuse``."""
     if ckpt is None:
         return None
     kp_ = _key_path(Path(ckpt))
     stored_key = kp_.read_text().strip() if kp_.exists() else None
-    if stored_key is not None and stored_key != key:
+    if stored_key is not None and stored_key not in ({key} if isinstance(key, str) else set(key)):
         return None
     if stored_key is None and not reuse:
         return None
@@ -272,12 +272,14 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
         evs = [rec.evaluation(s) for s in specs]
         if all(e is not None for e in evs) and not need_model:
             return rec.history(), [_unpacked(e, unpack) for e in evs], None, rec
-    local = None if retrain else _local_run(ckpt, cfg, steps, validate, key, build, ignore, reuse or rec is not None)
+    serving = {key} | ({rec.key} if rec is not None else set())   # a run of an accepted older code: its own key
+    local = None if retrain else _local_run(ckpt, cfg, steps, validate, serving, build, ignore,
+                                            reuse or rec is not None)
     if local is None and rec is not None and not retrain and ckpt is not None:
-        other = _checkpoint_of_key(Path(ckpt), key)        # the stored run's weights, here under another name
+        other = _checkpoint_of_key(Path(ckpt), rec.key)    # the stored run's weights, here under another name
         if other is not None:                               # (nothing usable is at ckpt: linking loses nothing)
             _link_checkpoint(other, Path(ckpt))
-            local = _local_run(ckpt, cfg, steps, validate, key, build, ignore, False)
+            local = _local_run(ckpt, cfg, steps, validate, serving, build, ignore, False)
     shard = os.environ.get(SHARD_ENV)
     if rec is None and local is None and st is not None and shard:
         i, n = parse_shard(shard)
@@ -298,7 +300,7 @@ def obtain_run(task: str, method: str, cfg, seed: int, name: str, steps: int, *,
             print(f"{name}: stored run {rec.path.name} needs its weights (an evaluation is missing, or the model is "
                   "asked for) and no checkpoint is here: training it again, its store file will be replaced", flush=True)
             name = rec.name                                # the run keeps the name it was stored under
-        with training_slot(name, rank) as load:            # one training at a time on this machine
+        with training_slot(name, rank, world) as load:     # one training at a time on this machine
             model, hist = train(validate or keep)          # a stored run's validation log is kept, never dropped
         if ckpt is not None and rank == 0:
             atomic_write_text(_history_path(Path(ckpt)), json.dumps(hist.to_dict()))

@@ -5,7 +5,7 @@ the project (:func:`hwlib.experiments.obtain_run`, :func:`hwlib.verify.retrain`)
 :func:`training_slot`: an exclusive lock on one file that every checkout and worktree on the machine shares
 (``$TMPDIR/hwlib-training.lock``; ``HWLIB_TRAINING_LOCK=<path>`` another, ``=off`` none). A training that finds it
 held waits, saying who holds it (``HWLIB_TRAINING_LOCK_WAIT=refuse``: stops with that message instead). The ranks
-of one distributed job are one training: rank 0 holds the lock for all.
+of one distributed job are one training: rank 0 holds the lock for all, and the other ranks wait until it does.
 
 The slot also measures the machine's load while it trained (:class:`Load`): the share of the machine's cores that
 *other* processes kept busy, from ``/proc/stat`` less this process's own CPU time. Each stored run records it in
@@ -67,6 +67,13 @@ class Load:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
 
 
+def other_share(busy: float, own: float, wall: float, cores: int, world: int = 1) -> float:
+    """The share of the machine's ``cores`` that other processes kept busy over ``wall`` seconds: the machine's busy
+    CPU-seconds less this training's own (``own`` per process, ``world`` processes of one job taken to work alike),
+    in [0, 1]."""
+    return min(1.0, max(0.0, busy - world * own) / (wall * cores))
+
+
 def _holder(f) -> str:
     try:
         f.seek(0)
@@ -76,20 +83,38 @@ def _holder(f) -> str:
         return "another process"
 
 
+def _job() -> str:
+    """What names this distributed job on the machine (torchrun's run id, else its rendezvous address)."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+
+
+def _holder_job(path: Path):
+    try:
+        return json.loads(path.read_text() or "{}").get("job")
+    except (OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
-def training_slot(name: str, rank: int = 0):
+def training_slot(name: str, rank: int = 0, world: int = 1):
     """Hold the machine's training lock while the ``with`` body trains run ``name``; yields a :class:`Load` that is
     filled in when the body ends. Waits for another training of the project (printing who holds the lock, then every
-    ten minutes), or raises :class:`TrainingBusy` with ``HWLIB_TRAINING_LOCK_WAIT=refuse``."""
+    ten minutes), or raises :class:`TrainingBusy` with ``HWLIB_TRAINING_LOCK_WAIT=refuse``. In a distributed job of
+    ``world`` processes, rank 0 takes the lock for the job and the other ranks wait until it holds it (before any
+    of them starts training, so none sits in a collective operation while rank 0 waits)."""
     import fcntl
 
     load = Load()
-    path = lock_path() if rank == 0 else None
+    path = lock_path()
     f = None
-    if path is not None:
+    t0 = time.monotonic()
+    if path is not None and rank != 0:
+        while _holder_job(path) != _job():                # rank 0 writes the job's name once it holds the lock
+            time.sleep(1.0)
+        load.waited_s = time.monotonic() - t0
+    elif path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         f = open(path, "a+")
-        t0 = time.monotonic()
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -111,7 +136,7 @@ def training_slot(name: str, rank: int = 0):
         f.seek(0)
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "name": name, "cwd": os.getcwd(),
-                            "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+                            "since": time.strftime("%Y-%m-%d %H:%M:%S"), **({"job": _job()} if world > 1 else {})}))
         f.flush()
     busy0, own0, wall0 = _busy_seconds(), time.process_time(), time.monotonic()
     try:
@@ -119,8 +144,7 @@ def training_slot(name: str, rank: int = 0):
     finally:
         busy1, own1, wall1 = _busy_seconds(), time.process_time(), time.monotonic()
         if busy0 is not None and busy1 is not None and wall1 > wall0:
-            other = max(0.0, (busy1 - busy0) - (own1 - own0))
-            load.other_share = min(1.0, other / ((wall1 - wall0) * load.cores))
+            load.other_share = other_share(busy1 - busy0, own1 - own0, wall1 - wall0, load.cores, world)
         with contextlib.suppress(OSError):
             load.loadavg = os.getloadavg()[0]
         if f is not None:

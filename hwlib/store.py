@@ -91,43 +91,48 @@ def _dump(node) -> str:
     return repr(node)
 
 
-def _source_of(obj, namespace: dict | None = None, package: str = "hwlib") -> str:
+def _source_of(obj, namespace: dict | None = None, package: str = "hwlib", ambiguous=frozenset()) -> str:
     """Normalized source of a function or class, decorators included (``@torch.no_grad()`` changes what runs);
     of a config dataclass (:func:`_is_config_class`) only its methods: its fields are in the training key by value.
 
     With ``namespace`` (the globals ``obj`` reads), the source is also made **location-free**
-    (:class:`_Unlocate`): ``mod.name`` of an imported ``package`` module reads as ``name``, and the module a
+    (:class:`_Unlocate`): ``mod.name`` of an imported ``package`` module reads as ``@name``, and the module a
     function-level ``from .x import name`` names is dropped; so a function moved to another module, or a module
-    renamed, hashes as before. Without it, the source as written (the store's first key scheme)."""
+    renamed, hashes as before. Names in ``ambiguous`` (two different objects of the closure go by them) keep their
+    module. Without ``namespace``, the source as written (the store's first key scheme)."""
     src = textwrap.dedent(inspect.getsource(obj))
     tree = ast.parse(src)
-    if _is_config_class(obj):
+    if _is_config_class(obj, located=namespace is None):
         tree.body = [n for n in tree.body[0].body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     if namespace is not None:
-        tree = _Unlocate(_namespace_with_local_imports(tree, namespace, package, obj.__module__), package).visit(tree)
+        tree = _Unlocate(_namespace_with_local_imports(tree, namespace, package, obj.__module__), package,
+                         ambiguous, _local_names(tree)).visit(tree)
     return _normalized_source(tree)
 
 
 class _Unlocate(ast.NodeTransformer):
     """Takes out of a parsed function or class where the package's code lives: ``mod.attr`` of a package module
-    ``mod`` becomes ``attr``; a function-level ``from <package module> import a, b`` keeps its names but not its
-    module (and drops the names that are modules); ``import <package module>`` goes. What the names then mean is
-    hashed where they resolve (:func:`code_closure` follows them), so nothing that runs is lost."""
+    ``mod`` becomes ``attr`` (``@attr``, a name no Python code can spell, where the code also has a local ``attr``,
+    which the bare name would then read as); a function-level ``from <package module> import a, b`` keeps its names but not its module (and drops the names
+    that are modules); ``import <package module>`` goes. What the names then mean is hashed where they resolve
+    (:func:`code_closure` follows them), so nothing that runs is lost. A name in ``ambiguous`` (two different
+    objects of the closure have it) is left as written, module and all: there, where it lives is what it is."""
 
-    def __init__(self, namespace: dict, package: str):
-        self.ns, self.package = namespace, package
+    def __init__(self, namespace: dict, package: str, ambiguous=frozenset(), local=frozenset()):
+        self.ns, self.package, self.ambiguous, self.local = namespace, package, ambiguous, local
 
     def _module(self, node) -> bool:
         return (isinstance(node, ast.Name) and inspect.ismodule(self.ns.get(node.id))
                 and _in_package(self.ns[node.id], self.package))
 
     def visit_Attribute(self, node):
-        if self._module(node.value):
-            return ast.copy_location(ast.Name(id=node.attr, ctx=node.ctx), node)
+        if self._module(node.value) and node.attr not in self.ambiguous:
+            name = "@" + node.attr if node.attr in self.local else node.attr
+            return ast.copy_location(ast.Name(id=name, ctx=node.ctx), node)
         return self.generic_visit(node)
 
     def visit_ImportFrom(self, node):
-        if not _imports_package(node, self.package):
+        if not _imports_package(node, self.package) or any(a.name in self.ambiguous for a in node.names):
             return node
         names = [a for a in node.names if not inspect.ismodule(self.ns.get(a.asname or a.name))]
         return ast.ImportFrom(module=None, names=names, level=0) if names else ast.Pass()
@@ -137,13 +142,34 @@ class _Unlocate(ast.NodeTransformer):
         return ast.Import(names=keep) if keep else ast.Pass()
 
 
+def _local_names(tree) -> frozenset:
+    """Names the parsed code binds itself: arguments, assignment and loop targets, nested definitions, ``except``
+    names and imported aliases (a bare name in it may mean one of these rather than a module's attribute)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg):
+            out.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            out.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not tree.body[0]:
+            out.add(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return frozenset(out)
+
+
 def _imports_package(node, package: str) -> bool:
     """Whether an ``ImportFrom`` node imports from ``package`` (a relative import always does)."""
     return bool(node.level) or node.module == package or (node.module or "").startswith(package + ".")
 
 
-def _is_config_class(obj) -> bool:
-    return isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__.endswith(".config")
+def _is_config_class(obj, located: bool = False) -> bool:
+    """A config dataclass (its fields are in the training key by value): a dataclass named ``*Config``, wherever
+    it lives (``located``: the first scheme's rule, a dataclass of a module named ``config``)."""
+    return (isinstance(obj, type) and dataclasses.is_dataclass(obj)
+            and (obj.__module__.endswith(".config") if located else obj.__name__.endswith("Config")))
 
 
 def _in_package(obj, package: str) -> bool:
@@ -158,7 +184,8 @@ def _namespace_with_local_imports(tree, namespace: dict, package: str, here: str
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parts = here.split(".")[:len(here.split(".")) - node.level]
+                own = here.split(".") + (["__init__"] if hasattr(sys.modules.get(here), "__path__") else [])
+                parts = own[:len(own) - node.level]                 # a package's __init__ imports from itself
                 base = ".".join(parts + ([node.module] if node.module else []))
             if not (base == package or base.startswith(package + ".")):
                 continue
@@ -200,14 +227,18 @@ def code_closure(roots, package: str = "hwlib", located: bool = False) -> dict:
     The closure follows what the code **is**, not where it lives: a function or class is named by its qualified
     name inside its module (``DetectionLoss.forward``'s class ``DetectionLoss``), a value by the name its reader
     uses, sources are location-free (:func:`_source_of`); so moving a function to another module or renaming a
-    module leaves the closure as it was. Two different objects of one name (two modules' ``IMAGE_SIZE``) both
-    count, under that name. ``located=True``: the store's first scheme (names with their module, sources as
+    module leaves the closure as it was. A name that two different objects of the closure share (two modules'
+    ``helper``) is where location is meaning: those objects, and every reference to them, keep their module.
+    ``located=True``: the store's first scheme (names with their module, sources as
     written), which only :func:`rekey` reads, to carry runs stored under it over to this one."""
-    parts: dict = {}
     seen: set = set()
-    seen_values: set = set()
-    where = (lambda module, name: f"{module}.{name}") if located else (lambda module, name: name)
+    objects: list = []               # (module, qualname, function or class) in the order reached
+    values: dict = {}                # (reader module, name) -> value
+    ambiguous: set = set()           # names of two different objects: they keep their module (filled below)
     todo = list(roots)
+
+    def where(module: str, name: str) -> str:
+        return f"{module}.{name}" if located or name in ambiguous else name
 
     def value_text(v, label) -> str:
         if callable(v) and hasattr(v, "__wrapped__"):
@@ -216,7 +247,7 @@ def code_closure(roots, package: str = "hwlib", located: bool = False) -> dict:
             if inspect.isfunction(v) or inspect.isclass(v):
                 todo.append(v)
                 return (f"<{v.__module__[len(package):]}.{v.__qualname__}>" if located  # package-relative
-                        else f"<{v.__qualname__}>")
+                        else f"<{where(v.__module__[len(package):], v.__qualname__)}>")
         if isinstance(v, dict):
             return "{" + ", ".join(f"{value_text(k, label)}: {value_text(x, label)}" for k, x in v.items()) + "}"
         if isinstance(v, (list, tuple, set, frozenset)):
@@ -242,6 +273,7 @@ def code_closure(roots, package: str = "hwlib", located: bool = False) -> dict:
         r = repr(v)
         return type(v).__qualname__ if " at 0x" in r else r
 
+    # 1. what the roots reach: functions and classes, and the module-level values they read
     while todo:
         obj = inspect.unwrap(todo.pop())                          # functools.lru_cache and other wrappers
         if id(obj) in seen:
@@ -249,9 +281,8 @@ def code_closure(roots, package: str = "hwlib", located: bool = False) -> dict:
         seen.add(id(obj))
         if not (inspect.isfunction(obj) or inspect.isclass(obj)) or not _in_package(obj, package):
             continue
+        objects.append((obj.__module__, obj.__qualname__, obj))
         namespace = getattr(obj, "__globals__", None) or vars(sys.modules[obj.__module__])
-        src = _source_of(obj, None if located else namespace, package)
-        _add_part(parts, where(obj.__module__, obj.__qualname__), hashlib.sha256(src.encode()).hexdigest()[:12])
         tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
         for name, v in _names_used(tree, namespace, package, obj.__module__):
             v = inspect.unwrap(v) if callable(v) and hasattr(v, "__wrapped__") else v
@@ -262,12 +293,30 @@ def code_closure(roots, package: str = "hwlib", located: bool = False) -> dict:
                     todo.append(v)
                 continue
             module, bare = name.rsplit(".", 1)
-            if (name, id(v)) not in seen_values and (module == obj.__module__
-                                                     or _in_package(sys.modules.get(module), package)):
-                seen_values.add((name, id(v)))
+            if (module, bare) not in values and (module == obj.__module__
+                                                 or _in_package(sys.modules.get(module), package)):
                 if callable(v) and not _in_package(v, package) and not isinstance(v, functools.partial):
                     continue                                      # torch.nn.functional.relu and the like
-                _add_part(parts, where(module, bare), hashlib.sha256(value_text(v, name).encode()).hexdigest()[:12])
+                values[(module, bare)] = v
+                value_text(v, name)                               # the callables of registries join the closure
+
+    # 2. names that two different objects share keep their module
+    if not located:
+        owners: dict = {}
+        for _, name, obj in objects:
+            owners.setdefault(name, set()).add(("code", id(obj)))
+        for (_, name), v in values.items():
+            owners.setdefault(name, set()).add(("value", value_text(v, name)))
+        ambiguous.update(n for n, o in owners.items() if len(o) > 1)
+
+    # 3. the digests
+    parts: dict = {}
+    for module, qualname, obj in objects:
+        namespace = getattr(obj, "__globals__", None) or vars(sys.modules[obj.__module__])
+        src = _source_of(obj, None if located else namespace, package, frozenset(ambiguous))
+        _add_part(parts, where(module, qualname), hashlib.sha256(src.encode()).hexdigest()[:12])
+    for (module, bare), v in values.items():
+        _add_part(parts, where(module, bare), hashlib.sha256(value_text(v, f"{module}.{bare}").encode()).hexdigest()[:12])
     return {k: "+".join(sorted(set(v))) for k, v in sorted(parts.items())}
 
 

@@ -176,7 +176,10 @@ def verify(rec, tolerance: float | None = None, device: str = "auto", precision:
     fresh_evals = evaluate_again(data, model, device, precision)
     here, prec = machine_record(), resolve_precision(precision, pick_device(device))
     stored_machine = data.get("machine", {})
-    same = (here.get("cpu_kind") == stored_machine.get("cpu_kind") and here.get("gpu") == stored_machine.get("gpu")
+    # bits repeat where the arithmetic is the same: CPU kind, GPU, precision, threads (oneDNN splits work by them)
+    # and torch (its kernels); a record without threads or torch is taken at its word on the rest
+    same = (all(here.get(k) == stored_machine.get(k) for k in ("cpu_kind", "gpu"))
+            and all(here.get(k) == stored_machine[k] for k in ("threads", "torch") if k in stored_machine)
             and prec == data.get("precision"))
     # the validation log's seconds are timings: left out of the comparison
     val = compare({"evals": untimed_evals(data["history"].get("evals", []))},

@@ -255,6 +255,11 @@ def test_ignored_anchors_are_those_whose_predicted_box_overlaps_a_ground_truth()
     assert not ign[0, 1, 0, 0] and not ign[0, 1, 7, 9]                      # far / shifted 32 px: 0.6 < 0.7
     assert ign[0, 1].sum() == 5                                            # the cell and its four neighbours
     assert det.ignored_anchors(p, 2, (96, 128, 192), gt, 0.99)[0].sum() == 1   # only the exact box
+    # the *predicted* box counts, not the anchor's prior: cell x = 6 pushed a full cell right (tx large: 2 sigmoid
+    # - 0.5 -> 1.5) predicts the ground truth exactly
+    p[0, 1, 7, 6, 0] = 20.0
+    ign = det.ignored_anchors(p, 2, (96, 128, 192), gt, 0.99)
+    assert ign[0, 1, 7, 6] and ign[0].sum() == 2
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
     assert not det.ignored_anchors(p, 2, (96, 128, 192), empty, 0.5).any()
 

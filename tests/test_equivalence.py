@@ -101,6 +101,20 @@ def test_a_hand_edited_file_or_a_proof_from_another_code_is_a_clear_error(store,
     f.write_text(json.dumps(accepted_differs))
     with pytest.raises(eq.EquivalenceError, match="accepted, but"):
         eq.load(f)
+    stored_elsewhere = json.loads(json.dumps(good))                             # a proof of another code's run
+    e = stored_elsewhere["entries"][0]
+    e["proofs"][0]["stored_code"] = "eeeeeeeeeeeeeeee"
+    e["digest"] = eq.entry_digest(e)
+    f.write_text(json.dumps(stored_elsewhere))
+    with pytest.raises(eq.EquivalenceError, match="is a run of code 'eeeeeeeeeeeeeeee'"):
+        eq.load(f)
+    same_machine = json.loads(json.dumps(good))                                 # same machine, not bit-identical
+    e = same_machine["entries"][0]
+    e["proofs"][0]["verdict"] = "within tolerance"
+    e["digest"] = eq.entry_digest(e)
+    f.write_text(json.dumps(same_machine))
+    with pytest.raises(eq.EquivalenceError, match="not identical"):
+        eq.load(f)
     f.write_text("{not json")
     with pytest.raises(eq.EquivalenceError, match="not JSON"):
         eq.load(f)
@@ -113,6 +127,33 @@ def test_accepted_changes_chain():
     assert eq.accepted_codes("detector", "D", entries) == ["C", "B", "A"]
     assert eq.accepted_codes("detector", "B", entries) == ["A"]
     assert eq.accepted_codes("keypoint", "D", entries) == []
+    # A's runs retrained under D and refused: no chain serves them to D
+    assert eq.accepted_codes("detector", "D", entries + [entry("A", "D", "refused")]) == ["C", "B"]
+
+
+def test_every_method_of_a_task_proves_itself(tmp_path, monkeypatch):
+    """One keypoint code serves three methods: a proof on a heatmap run says nothing of regression runs."""
+    kcfg = load_profile("smoke").keypoint
+    s = st.RunStore(tmp_path / "runs")
+    hist = {"steps": [1], "loss": [1.0], "seconds": [0.1], "train_seconds": 1.0, "evals": [{"step": 1, "pck_0.05": 0.5}]}
+    for method in ("heatmap", "regression"):
+        for seed in (0, 1):
+            s.put(st.new_record("keypoint", method, f"{method}_s{seed}", kcfg, seed, hist, OLD,
+                                ignore=kcfg.unread_by(method), machine={"cpu_kind": "amx"}))
+    seen = []
+
+    def fake(rec, *a, **k):
+        seen.append(rec.name)
+        return {"name": rec.name, "verdict": "identical", "same_machine": True, "max_abs": 0.0,
+                "validation": {"max_abs": 0.0}, "machine": {}, "stored_machine": {}, "precision": "bf16",
+                "stored_precision": "bf16", "seconds": 1.0, "reported": []}
+
+    monkeypatch.setattr("hwlib.verify.verify", fake)
+    made = eq.prove(s, "keypoint", sample=1, path=eq.equivalence_file(s.root))
+    assert {n.rsplit("_s", 1)[0] for n in seen} == {"heatmap", "regression"} and made[0]["verdict"] == "accepted"
+    with pytest.raises(eq.EquivalenceError, match="regression"):
+        eq.prove(st.RunStore(tmp_path / "runs"), "keypoint", runs=["heatmap_s0"],
+                 path=tmp_path / "other-equivalence.json")
 
 
 def test_rekey_carries_first_scheme_runs_over_and_nothing_else(tmp_path):

@@ -242,7 +242,9 @@ def test_a_field_a_method_does_not_read_leaves_its_runs_valid(tmp_path, capsys):
     cfg = dataclasses.replace(SMOKE.keypoint, steps=3, regression_steps=2, regression_lr=1e-3, eval_every=1)
     assert cfg.unread_by("regression") == {"steps", "lr"}
     assert cfg.unread_by("heatmap") == cfg.unread_by("integral") == {"regression_steps", "regression_lr",
-                                                                      "coord_channels", "regression_loss"}
+                                                                      "coord_channels", "regression_loss",
+                                                                      "regression_output", "regression_fp32_head",
+                                                                      "regression_norm"}
     assert dataclasses.replace(cfg, regression_lr=0.0).unread_by("regression") == {"steps"}
     kw = dict(run_dir=tmp_path, name="m", precision="fp32", progress=False, reuse=True)
     model, _ = train_keypoint_model("regression", cfg, **kw)

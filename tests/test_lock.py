@@ -30,11 +30,7 @@ def test_a_second_training_refuses_or_waits(tmp_path, monkeypatch, capsys):
     assert [o[0] for o in order] == ["first ends", "second"] and order[1][1] >= 0.4
     assert "waiting for it to finish" in capsys.readouterr().err
     assert load.other_share is None or 0.0 <= load.other_share <= 1.0
-    # ranks other than 0 of a distributed job do not take it; "off" takes none
-    with lock.training_slot("rank0"):
-        with lock.training_slot("rank1", rank=1):
-            pass
-    monkeypatch.setenv(lock.LOCK_ENV, "off")
+    monkeypatch.setenv(lock.LOCK_ENV, "off")                # "off": no lock at all
     assert lock.lock_path() is None
 
 
@@ -47,3 +43,30 @@ def test_the_load_beside_a_training_is_measured(tmp_path, monkeypatch):
     if load.other_share is not None:                     # /proc/stat readable
         assert 0.0 <= load.other_share <= 1.0
     assert set(load.as_dict()) == {"other_share", "waited_s", "loadavg", "cores"}
+
+
+def test_other_share_is_the_machine_less_this_training():
+    # 2 cores for 10 s: 20 CPU-seconds; this process used 9, the machine 14 -> others 5 of 20
+    assert lock.other_share(14.0, 9.0, 10.0, 2) == pytest.approx(0.25)
+    assert lock.other_share(9.0, 9.0, 10.0, 2) == 0.0                        # alone
+    assert lock.other_share(18.0, 9.0, 10.0, 2, world=2) == 0.0              # two ranks of one job: not "others"
+    assert lock.other_share(40.0, 0.0, 10.0, 2) == 1.0                       # clipped
+
+
+def test_ranks_of_a_job_wait_for_rank_0(tmp_path, monkeypatch):
+    monkeypatch.setenv(lock.LOCK_ENV, str(tmp_path / "train.lock"))
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-1")
+    started = []
+
+    def rank1():
+        with lock.training_slot("r", rank=1, world=2):
+            started.append(time.monotonic())
+
+    t = threading.Thread(target=rank1)
+    t.start()
+    time.sleep(1.5)
+    assert not started                                   # rank 0 does not hold it yet: rank 1 waits
+    t0 = time.monotonic()
+    with lock.training_slot("r", rank=0, world=2):
+        t.join(timeout=10)
+    assert started and started[0] >= t0

@@ -532,10 +532,49 @@ def test_moving_a_function_or_renaming_a_module_keeps_the_key(tmp_path, monkeypa
     changed, _ = closures("changed", {"a": _PKG_A_MOVED, "b": _PKG_B_MOVED,
                                       "c": _PKG_C_MOVED.replace("x * SCALE", "x * SCALE + 1")})
     assert changed != base
-    # two different values of one name in two modules both count
+    # two different values of one name in two modules: both count, each under its module
     two, _ = closures("two", {"a": _PKG_A.replace("b.other(x)", "b.other(x) + b.CONST"),
                               "b": _PKG_B + "\nCONST = 5\n", "c": _PKG_C})
-    assert "+" in two["CONST"] and len(two["CONST"].split("+")) == 2
+    assert {"pkg_two.a.CONST", "pkg_two.b.CONST"} <= set(two) and "CONST" not in two
+
+
+def test_two_codes_that_differ_never_share_a_closure(tmp_path, monkeypatch):
+    """Where location is meaning, it stays: two different functions of one name called in swapped order, and a
+    module's attribute against a local of the same name, give different closures."""
+    b = _PKG_B + "\nSIZE = 5\n"
+    c = _PKG_C + "\n\ndef helper(x):\n    return x + 100\n"
+    a_swap = "from . import b, c\n\n\ndef root(x):\n    return b.helper(x) - c.helper(x)\n"
+
+    def closure(tag, a):
+        root, pkg = _package(tmp_path, monkeypatch, tag, {"a": a, "b": b, "c": c})
+        return st.parts_digest(st.code_closure([root], package=pkg))
+
+    assert closure("swap1", a_swap) != closure("swap2", a_swap.replace("b.helper(x) - c.helper(x)",
+                                                                      "c.helper(x) - b.helper(x)"))
+    shadow = "from . import b\nfrom .b import SIZE\n\n\ndef root(x, SIZE=2):\n    return x * b.SIZE\n"
+    assert closure("shadow1", shadow) != closure("shadow2", shadow.replace("x * b.SIZE", "x * SIZE"))
+    # function-level imports of two different functions of one name, swapped between two readers
+    imp = ("def root(x):\n    return one(x) - two(x)\n\n\n"
+           "def one(x):\n    from .{p} import helper\n    return helper(x)\n\n\n"
+           "def two(x):\n    from .{q} import helper\n    return helper(x)\n")
+    assert closure("imp1", imp.format(p="b", q="c")) != closure("imp2", imp.format(p="c", q="b"))
+
+
+def test_a_config_class_counts_by_its_methods_wherever_it_lives(tmp_path, monkeypatch):
+    """A dataclass named *Config is a config (fields in the key by value) in any module: moving it out of
+    `config` keeps the closure; its fields' defaults are not hashed, its methods are."""
+    cfg = ("import dataclasses\n\n\n@dataclasses.dataclass(frozen=True)\nclass RunConfig:\n    steps: int = 10\n\n"
+           "    def twice(self):\n        return 2 * self.steps\n")
+    user = "from .{m} import RunConfig\n\n\ndef root(x):\n    return RunConfig().twice() + x\n"
+
+    def closure(tag, m, src):
+        root, pkg = _package(tmp_path, monkeypatch, tag, {"a": user.format(m=m), m: src})
+        return st.parts_digest(st.code_closure([root], package=pkg))
+
+    base = closure("cfg1", "config", cfg)
+    assert closure("cfg2", "settings", cfg) == base                                   # moved out of `config`
+    assert closure("cfg3", "config", cfg.replace("steps: int = 10", "steps: int = 20")) == base   # a field default
+    assert closure("cfg4", "config", cfg.replace("2 * self.steps", "3 * self.steps")) != base     # a method
 
 
 def test_the_training_path_moved_in_a_scratch_copy_keeps_its_key(tmp_path, monkeypatch):
@@ -568,6 +607,22 @@ def test_the_training_path_moved_in_a_scratch_copy_keeps_its_key(tmp_path, monke
         if t2 != t:
             f.write_text(t2)
     (dst / "boxes.py").rename(dst / "boxops.py")
+    # readers through a module: `det.DetectionLoss` (module alias det) now `detection.DetectionLoss`, the module
+    # detector renamed detection and imported under its own name (unlocated, both read `DetectionLoss`)
+    ex_src = (dst / "experiments.py").read_text()
+    assert "from . import detector as det\n" in ex_src and "det.DetectionLoss" in ex_src
+    ex_src = re.sub(r"\bdet\.", "detection.", ex_src.replace("from . import detector as det\n",
+                                                            "from . import detection\n"))
+    ex_src = re.sub(r"from \.detector import", "from .detection import", ex_src)
+    (dst / "experiments.py").write_text(ex_src)
+    for f in dst.rglob("*.py"):
+        t = f.read_text()
+        t2 = re.sub(r"from \.detector import", "from .detection import", t)
+        t2 = re.sub(r"from \. import detector as", "from . import detection as", t2)
+        t2 = re.sub(r"from \.\.detector import", "from ..detection import", t2)
+        if t2 != t:
+            f.write_text(t2)
+    (dst / "detector.py").rename(dst / "detection.py")
     code = ("from hwlib import experiments as ex, store as st; print(ex.training_code('detector'), "
             "ex.training_code('keypoint'), st.closure_digest(ex.TRAINING_PATH['detector'], located=True))")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}

@@ -74,6 +74,8 @@ def _moved(stored, tmp_path, name, delta, kind="another-cpu-kind"):
     data["machine"]["cpu_kind"] = kind
     ev = next(e for e in data["evaluations"].values() if e["spec"]["kind"] == "keypoint")
     ev["metrics"]["pck_0.05"] += delta
+    if len(data["history"]["evals"]) > 1:                # a mid-curve value apart: shown, never judged
+        data["history"]["evals"][0]["pck_0.05"] += 0.3
     (tmp_path / f.name).write_text(json.dumps(data))
     return RunStore(tmp_path).find(name)[0]
 
@@ -87,7 +89,8 @@ def test_a_run_from_another_cpu_kind_is_judged_by_what_it_reports(stored, tmp_pa
     assert r["verdict"] == "within tolerance" and r["max_abs"] == pytest.approx(0.01, abs=1e-6)
     assert all(t == pytest.approx(verify.TOLERANCE) for _, a, b, t in r["reported"] if a <= 1)   # one seed: default
     assert verify.main(["--store", str(tmp_path / "near"), "--no-progress", "--profile", "smoke", "04_heatmap_s0"]) == 0
-    assert "reproduced within tolerance" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reproduced within tolerance" in out and "validation curve" in out
     (tmp_path / "far").mkdir()
     far = _moved(stored, tmp_path / "far", "04_heatmap_s0", 0.05)
     assert verify.verify(far, progress=False, precision="fp32")["verdict"] == "differs"
