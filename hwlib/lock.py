@@ -56,9 +56,11 @@ def _busy_seconds() -> float | None:
 class Load:
     """What the machine did while one training ran: ``other_share`` the share of all its cores that other processes
     kept busy (0: the training had the machine to itself; 0.5 on 2 cores: another process took a core),
-    ``waited_s`` seconds spent waiting for another training's lock, ``loadavg`` the 1-minute load at the end."""
+    ``own_share`` the share the training itself kept busy (far below its usual share: it was paused, SIGSTOP, for
+    part of its seconds), ``waited_s`` seconds spent waiting for another training's lock, ``loadavg`` the 1-minute load at the end."""
 
     other_share: float | None = None
+    own_share: float | None = None
     waited_s: float = 0.0
     loadavg: float | None = None
     cores: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
@@ -145,6 +147,7 @@ def training_slot(name: str, rank: int = 0, world: int = 1):
         busy1, own1, wall1 = _busy_seconds(), time.process_time(), time.monotonic()
         if busy0 is not None and busy1 is not None and wall1 > wall0:
             load.other_share = other_share(busy1 - busy0, own1 - own0, wall1 - wall0, load.cores, world)
+            load.own_share = min(1.0, world * (own1 - own0) / ((wall1 - wall0) * load.cores))
         with contextlib.suppress(OSError):
             load.loadavg = os.getloadavg()[0]
         if f is not None:

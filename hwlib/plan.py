@@ -22,6 +22,7 @@ import statistics
 from .experiments import _seeds_of, _validated, doubled, quarter_validation
 
 QUIET = 0.1          # a stored run counts for this CPU's speed where other processes took < 10% of the machine
+BUSY = 0.5           # ... and it kept at least half the machine busy itself (not paused for part of its seconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +121,8 @@ def status(runs: list[PlannedRun], store) -> dict:
 def speeds(runs: list[PlannedRun], store, probe_seconds: float = 3.0, precision: str = "auto") -> dict:
     """``{model: (images per second, how)}`` on this CPU for each model of ``runs`` (:meth:`PlannedRun.model`),
     from the stored runs of that model trained on this CPU model, seconds that include validation: the median of
-    those that had the machine to themselves (other processes under :data:`QUIET` of it; ``how`` = "stored"), else,
+    those that had the machine to themselves (other processes under :data:`QUIET` of it, and never paused: at
+    least :data:`BUSY` of it their own; ``how`` = "stored"), else,
     for runs recorded before the load was, the fastest of them (``"stored, fastest"``: the one least slowed by
     another process); with none, a probe of its training steps here (``"probe"``, :func:`probe`)."""
     from .machine import cpu_model
@@ -138,10 +140,11 @@ def speeds(runs: list[PlannedRun], store, probe_seconds: float = 3.0, precision:
             m = PlannedRun(d["task"], d["method"], d["name"], config_of(d), d["seed"]).model()
         except (ValueError, TypeError):
             continue
-        share = (machine.get("load") or {}).get("other_share")
+        load = machine.get("load") or {}
+        share, own = load.get("other_share"), load.get("own_share")
         if share is None:
             unknown.setdefault(m, []).append(d["train_images"] / d["train_seconds"])
-        elif share < QUIET:
+        elif share < QUIET and (own is None or own >= BUSY):
             quiet.setdefault(m, []).append(d["train_images"] / d["train_seconds"])
     out = {}
     for r in runs:

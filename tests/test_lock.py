@@ -42,7 +42,9 @@ def test_the_load_beside_a_training_is_measured(tmp_path, monkeypatch):
             pass
     if load.other_share is not None:                     # /proc/stat readable
         assert 0.0 <= load.other_share <= 1.0
-    assert set(load.as_dict()) == {"other_share", "waited_s", "loadavg", "cores"}
+    assert set(load.as_dict()) == {"other_share", "own_share", "waited_s", "loadavg", "cores"}
+    if load.own_share is not None:
+        assert 0.0 < load.own_share <= 1.0
 
 
 def test_other_share_is_the_machine_less_this_training():
