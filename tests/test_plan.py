@@ -23,7 +23,7 @@ def test_a_trained_set_has_every_planned_run_stored(stage, arms, tmp_path, monke
             or r.name.rsplit("_x2_s", 1)[0] in arms]
     store = _as_store(P.store)
     before = status(plan, store)
-    assert len(before["missing"]) == len(plan) > 0
+    assert len(before["missing"]) == len({r.key("") for r in plan}) > 0     # one training asked for twice: once
     stages.STAGES[stage][2](P, arms)
     after = status(plan, store)
     assert not after["missing"] and not after["stale"]
