@@ -143,7 +143,8 @@ def best_anchor_tests(runs) -> dict:
     neighbours, YOLOv5's three cells (:data:`BEST_ANCHOR_NEIGHBOURS`). ``{arm: Record}`` for those ``runs`` holds."""
     if BEST_ANCHOR not in runs.records:
         return {}
-    return {n: runs.records[n].with_baseline(runs.records[BEST_ANCHOR])
+    paired = ["map_standard", "map_seed", "ap_standard", "ap_seed"]          # per class too: which class it explains
+    return {n: runs.records[n].with_baseline(runs.records[BEST_ANCHOR], paired)
             for n in (BEST_ANCHOR_DEEP, BEST_ANCHOR_IGNORE, BEST_ANCHOR_NEIGHBOURS) if n in runs.records}
 
 

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from hwlib import stages
 from hwlib.config import load_profile
 
@@ -63,3 +65,24 @@ def test_under_shards_the_run_s_own_shard_makes_its_analyses(monkeypatch):
     assert stages._own(runs, "a", 0) and stages._own(runs, "b", 0)      # no store record: nothing to split
     monkeypatch.setenv(ex.SHARD_ENV, f"{1 - owner}/2")
     assert not stages._own(runs, "a", 0)
+
+
+def test_best_anchor_tests_are_paired_with_the_best_anchor_arm_per_class():
+    from types import SimpleNamespace
+
+    from hwlib.results import Record
+
+    def rec(maps, squares):
+        return Record([0, 1, 2], [{"map_standard": m, "map_seed": 0.0, "ap_standard": {"circle": 0.0, "square": q},
+                                   "ap_seed": {"circle": 0.0, "square": 0.0}} for m, q in zip(maps, squares)],
+                      [1.0] * 3, [1] * 3)
+
+    runs = SimpleNamespace(records={stages.BEST_ANCHOR: rec([0.05, 0.05, 0.05], [0.0, 0.0, 0.0]),
+                                    stages.BEST_ANCHOR_DEEP: rec([0.13, 0.14, 0.12], [0.04, 0.04, 0.03]),
+                                    "baseline": rec([0.9, 0.9, 0.9], [0.98, 0.98, 0.98])})
+    out = stages.best_anchor_tests(runs)
+    assert list(out) == [stages.BEST_ANCHOR_DEEP]
+    d = out[stages.BEST_ANCHOR_DEEP].paired_diff
+    assert d["map_standard"]["mean"] == pytest.approx(0.08)
+    assert d["ap_standard"]["square"]["mean"] == pytest.approx(0.11 / 3)
+    assert stages.best_anchor_tests(SimpleNamespace(records={})) == {}
