@@ -48,6 +48,11 @@ def test_status_counts_one_run_asked_for_twice_once_and_prints_a_table(tmp_path,
     assert st["sets"]["part2-ablations"]["missing"] == n == st["total"]["runs"]
     images = sum(r.images for r in {r.key("c"): r for r in plan}.values())
     assert st["total"]["hours_left"] == pytest.approx(images / 100.0 / 3600)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{stages.README_BEGIN}\nold\n{stages.README_END}\n\nrest\n")
+    stages.write_readme_status(st, readme)
+    text = readme.read_text()
+    assert "old" not in text and "| `part2-ablations` | " in text and text.endswith("rest\n")
 
 
 def test_a_planned_run_knows_its_images_and_model():
