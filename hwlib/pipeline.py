@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -87,53 +86,18 @@ STAGE_WORKLOAD = {"01": None, "02": "detector", "03": "detector", "04": "keypoin
 
 def probe_speed(profile: str, seconds: float = 5.0, overrides: dict | None = None) -> dict:
     """This CPU's training speed at the profile's settings: images/s of a few detector and heatmap-model training
-    steps (the profile's width, batch size and precision), each timed for about ``seconds`` after one warm-up step.
-    About 10-20 s on any of our CPUs. Returns ``{"detector_img_s", "keypoint_img_s", "precision", "seconds"}``."""
-    import torch
-
-    from .data import make_detection_data, make_keypoint_data
-    from .detector import DetectionLoss, MultiScaleDetector, images_to_input
-    from .keypoints import KeypointLoss, build_keypoint_model
-    from .train import autocast, pick_device, resolve_precision
+    steps (the profile's width, batch size and precision; :func:`hwlib.plan.probe`), each timed for about
+    ``seconds`` after its warm-up. About 10-20 s on any of our CPUs. Returns ``{"detector_img_s", "keypoint_img_s",
+    "precision", "seconds"}``."""
+    from .plan import PlannedRun, probe
+    from .train import pick_device, resolve_precision
 
     P = load_profile(profile, **(overrides or {}))
-    dev = pick_device(P.device)
-    prec = resolve_precision(P.precision, dev)
     t_start = time.perf_counter()
-    torch.manual_seed(0)
-
-    def rate(model, loss_fn, x, y) -> float:
-        model.train().to(dev)
-        if prec == "bf16" and dev.type == "cpu":           # as hwlib.train.fit does
-            model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = x.to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step():
-            with autocast(dev, prec):
-                out = model(x)
-            loss, _ = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-
-        t0 = time.perf_counter()
-        step()                                              # warm-up: allocations, kernel selection
-        n = max(2, min(30, math.ceil(seconds / max(time.perf_counter() - t0, 1e-3))))
-        t0 = time.perf_counter()
-        for _ in range(n):
-            step()
-        return len(x) * n / (time.perf_counter() - t0)
-
-    d, k = P.detector, P.keypoint
-    images, targets = make_detection_data(d.batch_size, seed=0)
-    det_rate = rate(MultiScaleDetector(width=d.width, head=d.head), DetectionLoss(d), images_to_input(images), targets)
-    kp_images, kps = make_keypoint_data(k.batch_size, seed=0)
-    kp_rate = rate(build_keypoint_model("heatmap", k), KeypointLoss("heatmap", k), kp_images, kps)
-    return {"detector_img_s": det_rate, "keypoint_img_s": kp_rate, "precision": prec,
+    det = probe(PlannedRun("detector", "detector", "speed probe", P.detector, 0), seconds, P.precision)
+    kpt = probe(PlannedRun("keypoint", "heatmap", "speed probe", P.keypoint, 0), seconds, P.precision)
+    return {"detector_img_s": det, "keypoint_img_s": kpt, "precision": resolve_precision(P.precision,
+                                                                                        pick_device(P.device)),
             "seconds": time.perf_counter() - t_start}
 
 

@@ -213,13 +213,17 @@ def probe(run: PlannedRun, seconds: float = 3.0, precision: str = "auto") -> flo
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
+    x = x.to(dev)
+
     def step():
         with autocast(dev, prec):
-            out = model(x.to(dev))
+            out = model(x)
         loss, _ = loss_fn(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     t0 = time.perf_counter()
     step()
