@@ -41,6 +41,8 @@ from .config import REPO_ROOT, load_profile
 # the optimizer, decay and averaging every run of the study began with (AdamW, cosine, no EMA), pinned in the tasks'
 # bases so that their finished runs stay valid when the profile adopts another
 _TRAINING = {"optimizer": "adamw", "schedule": "cosine", "ema": 0.0}
+# the regression head every regression run of the study began with (no LayerNorm, which the profile adopted since)
+_ORIGINAL_HEAD = {"regression_norm": False}
 # the detector study's batch-8 recipe: the 3,200 images of its base in twice the steps
 _BATCH_8 = {"batch_size": 8, "steps": 400, "eval_every": 40}
 
@@ -110,7 +112,7 @@ RECIPES: dict = {
     "regression": {
         "metric": "pck_0.05", "goal": 0.8, "model": "regression",
         "base": {"regression_steps": 1000, "eval_every": 50, "n_val": 500, "batch_size": 32, "lr": 4e-3,
-                 "regression_lr": 0.0, "steps": 500, **_TRAINING},
+                 "regression_lr": 0.0, "steps": 500, **_TRAINING, **_ORIGINAL_HEAD},
         "arms": {
             "profile (lr 4e-3)": {},
             "lr 1e-3": {"lr": 1e-3},
@@ -138,7 +140,7 @@ RECIPES: dict = {
     # 2,000 steps, 3 seeds, on validation: adopted only where its paired interval excludes 0
     "regression-head": {
         "metric": "pck_0.05", "goal": 0.8, "model": "regression",
-        "base": {"regression_steps": 2000, "eval_every": 250, "n_val": 500, **_TRAINING},
+        "base": {"regression_steps": 2000, "eval_every": 250, "n_val": 500, **_TRAINING, **_ORIGINAL_HEAD},
         "arms": {
             "original head (sigmoid)": {},
             "linear output": {"regression_output": "linear"},
