@@ -93,6 +93,7 @@ BEST_ANCHOR = "single best anchor (YOLOv3)"
 BEST_ANCHOR_DEEP = "single best anchor, deep 3x3 heads"    # does the failure go where the heads see their objects?
 BEST_ANCHOR_IGNORE = "single best anchor, ignore IoU 0.5"  # ... or where near-misses are not trained as negatives?
 BEST_ANCHOR_NEIGHBOURS = "best anchor, two neighbour cells"  # ... or where the object's centre is not one cell alone?
+RATIO_CENTRE_CELL = "ratio matching, centre cell only"  # the other way round: every fitting anchor, one cell
 
 
 def part1_arm_overrides(A) -> dict:
@@ -111,6 +112,7 @@ def part1_arm_overrides(A) -> dict:
         BEST_ANCHOR_DEEP: {"assignment": "best_anchor", "neighbour_cells": False, "head": "deep"},
         BEST_ANCHOR_IGNORE: {"assignment": "best_anchor", "neighbour_cells": False, "ignore_iou": 0.5},
         BEST_ANCHOR_NEIGHBOURS: {"assignment": "best_anchor", "neighbour_cells": True},
+        RATIO_CENTRE_CELL: {"neighbour_cells": False},
     }
 
 
@@ -140,12 +142,15 @@ def best_anchor_tests(runs) -> dict:
     """The tests of why single-best-anchor assignment fails, each arm paired seed by seed with the plain
     best-anchor arm (not with the baseline): heads that see their objects (:data:`BEST_ANCHOR_DEEP`), YOLOv3's
     ignore threshold (:data:`BEST_ANCHOR_IGNORE`), and the best anchor in the object's cell and its two nearest
-    neighbours, YOLOv5's three cells (:data:`BEST_ANCHOR_NEIGHBOURS`). ``{arm: Record}`` for those ``runs`` holds."""
+    neighbours, YOLOv5's three cells (:data:`BEST_ANCHOR_NEIGHBOURS`); and ratio matching in the centre cell only
+    (:data:`RATIO_CENTRE_CELL`: every anchor that fits, on every head, but one cell), paired with the best-anchor
+    arm too. ``{arm: Record}`` for those ``runs`` holds."""
     if BEST_ANCHOR not in runs.records:
         return {}
     paired = ["map_standard", "map_seed", "ap_standard", "ap_seed"]          # per class too: which class it explains
     return {n: runs.records[n].with_baseline(runs.records[BEST_ANCHOR], paired)
-            for n in (BEST_ANCHOR_DEEP, BEST_ANCHOR_IGNORE, BEST_ANCHOR_NEIGHBOURS) if n in runs.records}
+            for n in (BEST_ANCHOR_DEEP, BEST_ANCHOR_IGNORE, BEST_ANCHOR_NEIGHBOURS, RATIO_CENTRE_CELL)
+            if n in runs.records}
 
 
 def _own(runs, name: str, seed: int) -> bool:
