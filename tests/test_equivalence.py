@@ -87,34 +87,18 @@ def test_a_hand_edited_file_or_a_proof_from_another_code_is_a_clear_error(store,
         ex.stored_run("detector", "detector", cfg, 0, s)
     assert eq.main(["status", "--store", str(s.root), "--profile", "smoke"]) == 2
     assert "edited by hand" in capsys.readouterr().err
-    other = json.loads(json.dumps(good))                                        # digest right, proof of another code
-    e = other["entries"][0]
-    e["proofs"][0]["code"] = "ffffffffffffffff"
-    e["digest"] = eq.entry_digest(e)
-    f.write_text(json.dumps(other))
-    with pytest.raises(eq.EquivalenceError, match="retrained by code 'ffffffffffffffff'"):
-        eq.load(f)
-    accepted_differs = json.loads(json.dumps(good))                             # accepted though a proof differs
-    e = accepted_differs["entries"][0]
-    e["proofs"][0]["verdict"] = "differs"
-    e["digest"] = eq.entry_digest(e)
-    f.write_text(json.dumps(accepted_differs))
-    with pytest.raises(eq.EquivalenceError, match="accepted, but"):
-        eq.load(f)
-    stored_elsewhere = json.loads(json.dumps(good))                             # a proof of another code's run
-    e = stored_elsewhere["entries"][0]
-    e["proofs"][0]["stored_code"] = "eeeeeeeeeeeeeeee"
-    e["digest"] = eq.entry_digest(e)
-    f.write_text(json.dumps(stored_elsewhere))
-    with pytest.raises(eq.EquivalenceError, match="is a run of code 'eeeeeeeeeeeeeeee'"):
-        eq.load(f)
-    same_machine = json.loads(json.dumps(good))                                 # same machine, not bit-identical
-    e = same_machine["entries"][0]
-    e["proofs"][0]["verdict"] = "within tolerance"
-    e["digest"] = eq.entry_digest(e)
-    f.write_text(json.dumps(same_machine))
-    with pytest.raises(eq.EquivalenceError, match="not identical"):
-        eq.load(f)
+    # each with its digest made right again: what the checks themselves refuse
+    for field, value, message in (("code", "ffffffffffffffff", "retrained by code 'ffffffffffffffff'"),
+                                  ("verdict", "differs", "accepted, but"),
+                                  ("stored_code", "eeeeeeeeeeeeeeee", "is a run of code 'eeeeeeeeeeeeeeee'"),
+                                  ("verdict", "within tolerance", "not identical")):   # same machine, not identical
+        bad = json.loads(json.dumps(good))
+        e = bad["entries"][0]
+        e["proofs"][0][field] = value
+        e["digest"] = eq.entry_digest(e)
+        f.write_text(json.dumps(bad))
+        with pytest.raises(eq.EquivalenceError, match=message):
+            eq.load(f)
     f.write_text("{not json")
     with pytest.raises(eq.EquivalenceError, match="not JSON"):
         eq.load(f)
