@@ -1,4 +1,4 @@
-"""Test-wide settings: the tests' trainings take their own training lock (:mod:`hwlib.lock`), so that a training
+"""Test-wide settings: the tests' trainings take their own training lock (:mod:`hwlib.study.lock`), so that a training
 of the project running (or paused) on the machine never makes the suite wait; notebooks run by nbval inherit it."""
 
 import os

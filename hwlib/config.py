@@ -21,8 +21,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = REPO_ROOT / "runs"
-STORE_DIR = REPO_ROOT / "results" / "runs"   # the committed run store (hwlib.store)
-ZOO_DIR = REPO_ROOT / "models"                # the model zoo (hwlib.zoo) and its manifest
+STORE_DIR = REPO_ROOT / "results" / "runs"   # the committed run store (hwlib.study.store)
+ZOO_DIR = REPO_ROOT / "models"                # the model zoo (hwlib.study.zoo) and its manifest
 ZOO_MANIFEST = "MANIFEST.json"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REPORT_DIR = REPO_ROOT / "report"
@@ -41,12 +41,12 @@ def train_data_seed(task: str, seed: int) -> int:
     if task not in TRAIN_SEED_OFFSET:
         raise ValueError(f"task must be one of {tuple(TRAIN_SEED_OFFSET)}, got {task!r}")
     return TRAIN_SEED_OFFSET[task] + seed
-DETECTOR_HEADS = ("seed", "deep1x1", "deep1x1_wide", "deep", "dilated")   # S2/S3 head variants, see hwlib.detector
-HEATMAP_LOSSES = ("ce", "mse")                      # KeypointConfig.heatmap_loss, see hwlib.keypoints.KeypointLoss
-REGRESSION_LOSSES = ("l1", "smooth_l1", "wing")     # KeypointConfig.regression_loss, see hwlib.keypoints.coordinate_loss
-REGRESSION_OUTPUTS = ("sigmoid", "linear")          # KeypointConfig.regression_output, see hwlib.keypoints.RegressionNet
-OPTIMIZERS = ("adamw", "sgd")                       # <Config>.optimizer, see hwlib.train.make_optimizer
-SCHEDULES = ("cosine", "linear")                    # <Config>.schedule: the decay after warm-up, see hwlib.train.lr_at
+DETECTOR_HEADS = ("seed", "deep1x1", "deep1x1_wide", "deep", "dilated")   # S2/S3 head variants, see hwlib.vision.detector
+HEATMAP_LOSSES = ("ce", "mse")                      # KeypointConfig.heatmap_loss, see hwlib.vision.keypoints.KeypointLoss
+REGRESSION_LOSSES = ("l1", "smooth_l1", "wing")     # KeypointConfig.regression_loss, see hwlib.vision.keypoints.coordinate_loss
+REGRESSION_OUTPUTS = ("sigmoid", "linear")          # KeypointConfig.regression_output, see hwlib.vision.keypoints.RegressionNet
+OPTIMIZERS = ("adamw", "sgd")                       # <Config>.optimizer, see hwlib.vision.train.make_optimizer
+SCHEDULES = ("cosine", "linear")                    # <Config>.schedule: the decay after warm-up, see hwlib.vision.train.lr_at
 KEYPOINT_NAMES = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
 SEED_ANCHORS = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
 
@@ -73,8 +73,8 @@ BEFORE_FIELD_EXISTED = {"balanced_classes": False}
 def before_field_existed(cls) -> dict:
     """``{field: value}`` of the fields of dataclass ``cls`` whose default has changed since they were added: what a
     stored config without that field means (:data:`BEFORE_FIELD_EXISTED`); every other missing field means its
-    default. The one reading of that table, for :func:`hwlib.experiments.same_config` and
-    :func:`hwlib.checkpoints.config_from_checkpoint`."""
+    default. The one reading of that table, for :func:`hwlib.study.obtain.same_config` and
+    :func:`hwlib.study.checkpoints.config_from_checkpoint`."""
     return {f.name: BEFORE_FIELD_EXISTED[f.name] for f in dataclasses.fields(cls) if f.name in BEFORE_FIELD_EXISTED}
 
 
@@ -83,7 +83,7 @@ class DetectorConfig:
     """One detector training run: network, data, schedule, assignment and decoding."""
 
     width: float = 1.0                 # channel multiplier; 1.0 is the seed's network
-    head: str = "seed"                 # "seed" | "deep1x1" | "deep1x1_wide" | "deep" | "dilated": S2/S3 heads, see hwlib.detector
+    head: str = "seed"                 # "seed" | "deep1x1" | "deep1x1_wide" | "deep" | "dilated": S2/S3 heads, see hwlib.vision.detector
     anchors: tuple = SEED_ANCHORS      # square anchor sides in pixels, per head S1, S2, S3
     n_train: int = 6000                # training images (generated once, reshuffled each epoch)
     n_val: int = 500                   # validation images (a different seed)
@@ -93,8 +93,8 @@ class DetectorConfig:
     weight_decay: float = 5e-4
     warmup_steps: int = 50
     grad_clip: float = 10.0            # gradient-norm clip of every step
-    optimizer: str = "adamw"           # "adamw" | "sgd" (Nesterov momentum 0.937), see hwlib.train.make_optimizer
-    schedule: str = "cosine"           # "cosine" | "linear": decay to 1% of lr after warm-up, see hwlib.train.lr_at
+    optimizer: str = "adamw"           # "adamw" | "sgd" (Nesterov momentum 0.937), see hwlib.vision.train.make_optimizer
+    schedule: str = "cosine"           # "cosine" | "linear": decay to 1% of lr after warm-up, see hwlib.vision.train.lr_at
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: off)
     anchor_t: float = 4.0              # a GT matches an anchor when max side ratio < anchor_t
     neighbour_cells: bool = True       # also assign the two nearest neighbouring cells (YOLOv5)
@@ -140,15 +140,15 @@ class KeypointConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     grad_clip: float = 10.0            # gradient-norm clip of every step
-    optimizer: str = "adamw"           # "adamw" | "sgd" (Nesterov momentum 0.937), see hwlib.train.make_optimizer
-    schedule: str = "cosine"           # "cosine" | "linear": decay to 1% of lr after warm-up, see hwlib.train.lr_at
+    optimizer: str = "adamw"           # "adamw" | "sgd" (Nesterov momentum 0.937), see hwlib.vision.train.make_optimizer
+    schedule: str = "cosine"           # "cosine" | "linear": decay to 1% of lr after warm-up, see hwlib.vision.train.lr_at
     ema: float = 0.0                   # decay of an exponential moving average of the weights (0: off)
     eval_every: int = 0
     hard_fraction: float = 0.2         # share of hard poses (hands together / hands on torso)
     ohkm: int = 0                      # >0: only each image's this many hardest keypoints count in the loss (CPN)
     coord_channels: bool = False       # GAP+FC regression only: (x, y) coordinate channels on its input (CoordConv)
-    regression_loss: str = "l1"        # GAP+FC regression only: "l1" | "smooth_l1" | "wing" (hwlib.keypoints.KeypointLoss)
-    # GAP+FC regression only, the standard head's three differences from the original (hwlib.keypoints.RegressionNet)
+    regression_loss: str = "l1"        # GAP+FC regression only: "l1" | "smooth_l1" | "wing" (hwlib.vision.keypoints.KeypointLoss)
+    # GAP+FC regression only, the standard head's three differences from the original (hwlib.vision.keypoints.RegressionNet)
     regression_output: str = "sigmoid"  # "sigmoid" (original) | "linear" (DeepPose, MMPose)
     regression_fp32_head: bool = False  # the head in float32 outside autocast
     regression_norm: bool = False       # a LayerNorm on the pooled features
@@ -165,7 +165,7 @@ class KeypointConfig:
         """Fields ``method``'s training does not read: ``steps`` / ``lr`` for GAP+FC regression where
         ``regression_steps`` / ``regression_lr`` replace them, and those two, ``coord_channels`` and
         ``regression_loss`` for the other methods. A change to one of them leaves ``method``'s finished runs valid
-        (:func:`hwlib.experiments.same_config`)."""
+        (:func:`hwlib.study.obtain.same_config`)."""
         if method != "regression":
             return frozenset({"regression_steps", "regression_lr", "coord_channels", "regression_loss",
                               "regression_output", "regression_fp32_head", "regression_norm"})
@@ -190,7 +190,7 @@ class Profile:
     # validated at each quarter of the schedule (their plateau verdict)
     validated_seeds: int | None = None
     # headline models (notebooks 02, 04) also trained for twice their schedule, validation only: the plateau verdict
-    # of a ceiling, "doubling gains < 0.005" (hwlib.results.ceiling_plateau), instead of the last quarter's gain
+    # of a ceiling, "doubling gains < 0.005" (hwlib.study.results.ceiling_plateau), instead of the last quarter's gain
     ceiling: bool = False
     det_ablation: DetectorConfig = field(default_factory=DetectorConfig)  # cheaper arms of notebook 03
     det_seeds: int = 3
@@ -217,7 +217,7 @@ class Profile:
 
     @property
     def store(self) -> Path:
-        """The run store of this profile's runs (:mod:`hwlib.store`): ``results/runs/`` (committed) for ``cpu`` and
+        """The run store of this profile's runs (:mod:`hwlib.study.store`): ``results/runs/`` (committed) for ``cpu`` and
         ``paper``, ``runs/smoke/store/`` for ``smoke`` (tests never write a committed file)."""
         return STORE_DIR if self.name != "smoke" else self.run_dir / "store"
 

@@ -1,4 +1,4 @@
-"""hwlib.analysis: hand-worked cases, and brute-force references (plain Python loops, exact integer
+"""hwlib.vision.analysis: hand-worked cases, and brute-force references (plain Python loops, exact integer
 arithmetic where the library divides) over small random inputs.
 
 Random boxes have integer corners, so areas, centres and side ratios are exact in float32 and every
@@ -14,9 +14,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwlib import analysis
-from hwlib.analysis import (BUCKETS, SIZE_BUCKETS, ap_by_class_and_size, assignment_statistics, best_anchor_iou,
-                            confusion_any_size, head_bucket_table, size_bucket)
+from hwlib.vision import analysis
+from hwlib.vision.analysis import (BUCKETS, SIZE_BUCKETS, ap_by_class_and_size, assignment_statistics, best_anchor_iou,
+                                   confusion_any_size, head_bucket_table, size_bucket)
 from hwlib.config import CLASS_NAMES, SEED_ANCHORS, DetectorConfig
 
 
@@ -489,7 +489,7 @@ def test_positive_anchor_scores_hand_worked():
     """One 20 px square at (100, 100)-(120, 120): its best anchor is S1's 24 px (index 1; IoU 400/576 beats 16 px's
     256/400), centre (110, 110) -> S1 cell (27, 27) at offset 0.5. Logits set so that this anchor decodes the object
     exactly (xy sigmoid 0.5; wh (2 sigmoid)^2 * 24 = 20) with objectness and class 'square' near 1."""
-    from hwlib.analysis import positive_anchor_scores
+    from hwlib.vision.analysis import positive_anchor_scores
 
     cfg = DetectorConfig(assignment="best_anchor", neighbour_cells=False)
     out = _zero_outputs()
@@ -524,8 +524,8 @@ def test_positive_anchor_scores_hand_worked():
 @given(st.integers(0, 2**31 - 1), st.sampled_from(["ratio", "best_anchor"]))
 def test_positive_anchor_scores_matches_loop(seed, assignment):
     """Against a loop that decodes each positive straight from its head's raw tensor (no flat indexing)."""
-    from hwlib.analysis import positive_anchor_scores
-    from hwlib.detector import STRIDES, assign_targets, decode_outputs
+    from hwlib.vision.analysis import positive_anchor_scores
+    from hwlib.vision.detector import STRIDES, assign_targets, decode_outputs
 
     g = torch.Generator().manual_seed(seed)
     cfg = DetectorConfig(assignment=assignment, neighbour_cells=assignment == "ratio")

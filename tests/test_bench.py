@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hwlib.bench import SETTINGS, bench_settings
+from hwlib.study.bench import SETTINGS, bench_settings
 from hwlib.config import REPO_ROOT, load_profile
-from hwlib.train import BF16_ENV, bf16_native, cpu_flags, cpu_kind, resolve_precision
+from hwlib.vision.train import BF16_ENV, bf16_native, cpu_flags, cpu_kind, resolve_precision
 
 
 @pytest.mark.parametrize("quick", [False, True])
@@ -104,7 +104,7 @@ def _fake_worker_output(bf16: bool, quick: bool) -> dict:
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_record_from_worker_output(bf16):
-    from hwlib.bench import summarize_workers
+    from hwlib.study.bench import summarize_workers
 
     raw = _fake_worker_output(bf16, quick=False)
     rec = summarize_workers(raw, quick=False)
@@ -150,8 +150,8 @@ def test_unguarded_macros_scanner():
 @pytest.mark.parametrize("bf16", [True, False])
 def test_report_speed_section_builds_on_every_cpu_kind(bf16, tmp_path):
     """Every benchmark macro the report expands unconditionally exists for a bf16 and for an fp32-only CPU."""
-    from hwlib.bench import summarize_workers
-    from hwlib.report import write_results
+    from hwlib.study.bench import summarize_workers
+    from hwlib.study.report import write_results
 
     rec = summarize_workers(_fake_worker_output(bf16, quick=True), quick=True)
     rec.update(profile="smoke", accuracy_check={"default_precision": "fp32", "seeds": 0, "skipped": "fp32"},
@@ -179,9 +179,9 @@ def test_refresh_accuracy_updates_only_the_accuracy_part(tmp_path, monkeypatch):
     import json
     import types
 
-    import hwlib.bench as bench
+    import hwlib.study.bench as bench
     import hwlib.config as config
-    from hwlib.report import write_results
+    from hwlib.study.report import write_results
 
     gen = tmp_path / "generated"
     gen.mkdir()

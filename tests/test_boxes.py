@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwlib.boxes import batched_nms, box_iou
+from hwlib.vision.boxes import batched_nms, box_iou
 
 
 def _random_boxes(n, seed=0, scale=100.0):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hwlib.config import KeypointConfig
-from hwlib.keypoints import (HeatmapCodec, KeypointLoss, METHODS, RegressionCodec, codec_for, decode_heatmaps,
-                             encode_heatmaps)
+from hwlib.vision.keypoints import (HeatmapCodec, KeypointLoss, METHODS, RegressionCodec, codec_for, decode_heatmaps,
+                                    encode_heatmaps)
 
 S = 128
 BINS = ((0, 2), (2, 4), (4, 8), (8, 12), (12, S))          # distance from the nearest border, image px

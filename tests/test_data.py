@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwlib.data import CLASS_SIZE_RANGES, make_detection_data, make_keypoint_data
+from hwlib.vision.data import CLASS_SIZE_RANGES, make_detection_data, make_keypoint_data
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_first_round_stream_is_kept():
 def test_balanced_placement_order_and_weights():
     """Balanced placement puts an image's classes in decreasing class index (with sizes tied to class: largest
     first), counts every drawn and placed object, and draws a class more often the worse it has fitted so far."""
-    from hwlib.data import _place_objects
+    from hwlib.vision.data import _place_objects
 
     rng = np.random.default_rng(0)
     tally = np.zeros((2, 3), dtype=np.int64)
@@ -177,7 +177,7 @@ def test_keypoint_bad_input():
 
 
 def test_hand_under_brighter_stroke_by_the_rendering_rule():
-    from hwlib.data import _hands_covered
+    from hwlib.vision.data import _hands_covered
 
     one = lambda *v: np.array([v], dtype=np.float64)   # noqa: E731   a batch of one figure: a point [1, 2]
     val = lambda v: np.array([v], dtype=np.float64)    # noqa: E731   a value [1]
@@ -211,7 +211,7 @@ def test_hand_under_brighter_shows_in_the_pixels():
 
 
 def test_knob_visible_by_the_rendering_rule():
-    from hwlib.data import _KNOB_SAMPLES, _knob_visible
+    from hwlib.vision.data import _KNOB_SAMPLES, _knob_visible
 
     one = lambda *v: np.array([v], dtype=np.float64)   # noqa: E731   a batch of one figure: a point [1, 2]
     val = lambda v: np.array([v], dtype=np.float64)    # noqa: E731   a value [1]

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from hwlib import detector as det
+from hwlib.vision import detector as det
 from hwlib.config import DetectorConfig
-from hwlib.receptive import detector_rf, effective_rf, theoretical_rf
+from hwlib.vision.receptive import detector_rf, effective_rf, theoretical_rf
 
 
 @pytest.mark.parametrize("width", [1.0, 0.5])
@@ -72,7 +72,7 @@ def test_head_output_convs_start_small_with_low_objectness():
 
 
 def test_init_weights_zeroes_conv_biases():
-    from hwlib.layers import init_weights
+    from hwlib.vision.layers import init_weights
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(16, 64, 3), torch.nn.BatchNorm2d(64), torch.nn.Conv2d(64, 32, 1))
@@ -196,7 +196,7 @@ def test_bad_constructor_arguments():
 
 
 def test_gradient_centre_and_erf_within_trf_for_strided_heads():
-    from hwlib.receptive import gradient_centre
+    from hwlib.vision.receptive import gradient_centre
 
     g = torch.zeros(10, 10)
     g[2, 7] = 1.0

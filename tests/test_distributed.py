@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hwlib.config import REPO_ROOT
-from hwlib.run import weight_digest
+from hwlib.study.launch import weight_digest
 
 
 def _torchrun(model, out, nproc=2, extra=()):
@@ -33,9 +33,9 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path, model):
     import torch
 
     from hwlib.config import load_profile
-    from hwlib.experiments import build_detector
-    from hwlib.keypoints import build_keypoint_model
-    from hwlib.train import load_checkpoint
+    from hwlib.vision.detector import build_detector
+    from hwlib.vision.keypoints import build_keypoint_model
+    from hwlib.vision.train import load_checkpoint
 
     P = load_profile("smoke")
     fresh = build_detector(P.detector) if model == "detector" else build_keypoint_model(model, P.keypoint)

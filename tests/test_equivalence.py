@@ -1,4 +1,4 @@
-"""hwlib.equivalence: a change on the training path keeps its stored runs only with evidence, and the evidence file
+"""hwlib.study.equivalence: a change on the training path keeps its stored runs only with evidence, and the evidence file
 cannot be edited by hand; runs of the first key scheme are carried over where the code is provably the same."""
 
 import dataclasses
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from hwlib import equivalence as eq
-from hwlib import experiments as ex
-from hwlib import store as st
+from hwlib.study import equivalence as eq
+from hwlib.study import codes, obtain
+from hwlib.study import store as st
 from hwlib.config import load_profile
 
 OLD = "0123456789abcdef"          # a training code that is not today's
@@ -47,28 +47,28 @@ def _fake_verify(verdict, diff=0.0):
 def test_an_unproved_change_leaves_runs_stale_and_a_proved_one_serves_them(store, monkeypatch, capsys):
     s, cfg = store
     f = eq.equivalence_file(s.root)
-    assert ex.stored_run("detector", "detector", cfg, 0, s) is None          # another code: not served
+    assert obtain.stored_run("detector", "detector", cfg, 0, s) is None          # another code: not served
     row = eq.classify(s.records())["detector"]
     assert list(row["stale"]) == [OLD] and len(row["stale"][OLD]) == 2 and not row["current"]
-    monkeypatch.setattr("hwlib.verify.verify", _fake_verify("identical"))
+    monkeypatch.setattr("hwlib.study.verify.verify", _fake_verify("identical"))
     made = eq.prove(s, "detector", sample=1, path=f)
     assert [e["verdict"] for e in made] == ["accepted"] and made[0]["runs_served"] == 2
-    assert eq.accepted_codes("detector", ex.training_code("detector"), path=f) == [OLD]
+    assert eq.accepted_codes("detector", codes.training_code("detector"), path=f) == [OLD]
     for seed in (0, 1):                                                        # both runs served, not only the proof
-        rec = ex.stored_run("detector", "detector", cfg, seed, s)
+        rec = obtain.stored_run("detector", "detector", cfg, seed, s)
         assert rec is not None and rec.data["code"] == OLD
-    assert ex.stored_run("detector", "detector", cfg, 2, s) is None            # a run never stored: still missing
+    assert obtain.stored_run("detector", "detector", cfg, 2, s) is None            # a run never stored: still missing
     assert eq.main(["status", "--store", str(s.root), "--profile", "smoke"]) == 0
     assert "2 of accepted equivalent code(s), 0 stale" in capsys.readouterr().out
 
 
 def test_a_change_that_moves_a_result_is_refused(store, monkeypatch, capsys):
     s, cfg = store
-    monkeypatch.setattr("hwlib.verify.verify", _fake_verify("differs", 0.3))
+    monkeypatch.setattr("hwlib.study.verify.verify", _fake_verify("differs", 0.3))
     assert eq.main(["prove", "--task", "detector", "--store", str(s.root), "--profile", "smoke"]) == 1
     out = capsys.readouterr().out
     assert "REFUSED" in out and "retrained 1.200000" in out
-    assert ex.stored_run("detector", "detector", cfg, 0, s) is None
+    assert obtain.stored_run("detector", "detector", cfg, 0, s) is None
     assert eq.main(["status", "--store", str(s.root), "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "2 stale" in out and "refused" in out and "differs" in out
@@ -77,14 +77,14 @@ def test_a_change_that_moves_a_result_is_refused(store, monkeypatch, capsys):
 def test_a_hand_edited_file_or_a_proof_from_another_code_is_a_clear_error(store, monkeypatch, capsys):
     s, cfg = store
     f = eq.equivalence_file(s.root)
-    monkeypatch.setattr("hwlib.verify.verify", _fake_verify("identical"))
+    monkeypatch.setattr("hwlib.study.verify.verify", _fake_verify("identical"))
     eq.prove(s, "detector", path=f)
     good = json.loads(f.read_text())
     edited = json.loads(json.dumps(good))
     edited["entries"][0]["proofs"][0]["reported"][0]["retrained"] = 0.5       # a number changed by hand
     f.write_text(json.dumps(edited))
     with pytest.raises(eq.EquivalenceError, match="edited by hand"):
-        ex.stored_run("detector", "detector", cfg, 0, s)
+        obtain.stored_run("detector", "detector", cfg, 0, s)
     assert eq.main(["status", "--store", str(s.root), "--profile", "smoke"]) == 2
     assert "edited by hand" in capsys.readouterr().err
     # each with its digest made right again: what the checks themselves refuse
@@ -132,7 +132,7 @@ def test_every_method_of_a_task_proves_itself(tmp_path, monkeypatch):
                 "validation": {"max_abs": 0.0}, "machine": {}, "stored_machine": {}, "precision": "bf16",
                 "stored_precision": "bf16", "seconds": 1.0, "reported": []}
 
-    monkeypatch.setattr("hwlib.verify.verify", fake)
+    monkeypatch.setattr("hwlib.study.verify.verify", fake)
     made = eq.prove(s, "keypoint", sample=1, path=eq.equivalence_file(s.root))
     assert {n.rsplit("_s", 1)[0] for n in seen} == {"heatmap", "regression"} and made[0]["verdict"] == "accepted"
     with pytest.raises(eq.EquivalenceError, match="regression"):
@@ -143,19 +143,19 @@ def test_every_method_of_a_task_proves_itself(tmp_path, monkeypatch):
 def test_rekey_carries_first_scheme_runs_over_and_nothing_else(tmp_path):
     cfg = load_profile("smoke").detector
     s = st.RunStore(tmp_path / "runs")
-    legacy = st.closure_digest(ex.TRAINING_PATH["detector"], located=True)
-    legacy_eval = st.closure_digest(ex.EVAL_PATH["detector"], located=True)
-    assert legacy != ex.training_code("detector")
+    legacy = st.closure_digest(codes.TRAINING_PATH["detector"], located=True)
+    legacy_eval = st.closure_digest(codes.EVAL_PATH["detector"], located=True)
+    assert legacy != codes.training_code("detector")
     d = _record(cfg, 0, legacy, name="old")
     spec = {"kind": "detector", "split": "test", "n": 4, "code": legacy_eval}
     d["evaluations"] = {st.evaluation_key(spec): {"spec": spec, "metrics": {"map_standard": 0.9}}}
     old_key = s.put(d).key
     s.put(_record(cfg, 1, OLD, name="foreign"))                     # another code: not provably today's, kept stale
     assert eq.rekey(s) == ["old_s0"]
-    rec = ex.stored_run("detector", "detector", cfg, 0, s)
+    rec = obtain.stored_run("detector", "detector", cfg, 0, s)
     assert rec is not None and rec.data["rekeyed_from"] == {"training_key": old_key, "code": legacy}
     assert rec.data["history"] == d["history"]
-    new_spec = dict(spec, code=ex.eval_code("detector"))
+    new_spec = dict(spec, code=codes.eval_code("detector"))
     assert rec.evaluation(new_spec)["metrics"] == {"map_standard": 0.9}
     assert len(list(s.root.glob("old_s0.*.json"))) == 1                # the old file is gone
     assert s.find("foreign_s1")[0].data["code"] == OLD

@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from hwlib import keypoints as kp
+from hwlib.vision import keypoints as kp
 from hwlib.config import CLASS_NAMES, KEYPOINT_NAMES, REPO_ROOT, DetectorConfig, KeypointConfig, load_profile
-from hwlib.data import make_detection_data, make_keypoint_data
-from hwlib.evaluate import TEST_SPLIT_SEED, evaluate_checkpoint, main
-from hwlib.experiments import build_detector, load_detector, load_keypoint_model
-from hwlib.train import CheckpointError, save_checkpoint
-from hwlib.zoo import ZOO, export_zoo
+from hwlib.vision.data import make_detection_data, make_keypoint_data
+from hwlib.study.evaluate import TEST_SPLIT_SEED, evaluate_checkpoint, main
+from hwlib.vision.detector import build_detector
+from hwlib.study.detection import load_detector
+from hwlib.study.keypointing import load_keypoint_model
+from hwlib.vision.train import CheckpointError, save_checkpoint
+from hwlib.study.zoo import ZOO, export_zoo
 
 SMOKE = load_profile("smoke")
 DET_CFG, KP_CFG = SMOKE.detector, SMOKE.keypoint
@@ -126,7 +128,7 @@ def test_default_split_is_the_test_split():
     params = inspect.signature(evaluate_checkpoint).parameters
     assert params["seed"].default == TEST_SPLIT_SEED and params["n"].default == 1000
     from hwlib.config import SPLIT_SEEDS
-    from hwlib.experiments import TEST_SEED, VAL_SEED
+    from hwlib.study.splits import TEST_SEED, VAL_SEED
 
     assert TEST_SPLIT_SEED == TEST_SEED == SPLIT_SEEDS["test"] != VAL_SEED
 
@@ -356,8 +358,8 @@ def test_a_coordconv_regression_checkpoint_loads_as_one(tmp_path):
 def test_a_config_written_before_a_field_existed_keeps_its_meaning():
     """A checkpoint whose config lacks ``balanced_classes`` was trained on the first round's data: it is rebuilt with
     ``balanced_classes=False`` (and so evaluated on such data), not with today's default; a stored value wins."""
-    from hwlib.evaluate import config_from_checkpoint
-    from hwlib.report import to_jsonable
+    from hwlib.study.evaluate import config_from_checkpoint
+    from hwlib.io import to_jsonable
 
     stored = to_jsonable(dataclasses.asdict(DET_CFG))
     old = {k: v for k, v in stored.items() if k != "balanced_classes"}

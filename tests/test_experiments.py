@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import hwlib.keypoints as kp
+import hwlib.vision.keypoints as kp
 from hwlib.config import KEYPOINT_NAMES, load_profile
-from hwlib.experiments import (decoding_metrics, keypoint_metrics, predict_keypoints, run_detectors,
-                               run_keypoint_arms, run_keypoint_methods, split_seed)
-from hwlib.metrics import pck
+from hwlib.study.keypointing import decoding_metrics, keypoint_metrics, predict_keypoints
+from hwlib.study.arms import run_detectors, run_keypoint_arms, run_keypoint_methods
+from hwlib.study.splits import split_seed
+from hwlib.vision.metrics import pck
 
 SMOKE = load_profile("smoke")
 RECORD_KEYS = {"seeds", "per_seed", "mean", "std", "ci95", "plateau", "train_seconds", "train_images"}
@@ -78,7 +79,7 @@ def _fake_outputs(n=4, seed=0):
 
 def test_s3_cut_applies_to_the_seed_protocol_only():
     from hwlib.config import DetectorConfig
-    from hwlib.experiments import decode_detector_outputs
+    from hwlib.study.detection import decode_detector_outputs
 
     out = _fake_outputs()
     plain, cut = DetectorConfig(), DetectorConfig(s3_conf=0.9)
@@ -102,8 +103,8 @@ def test_decode_arm_errors():
 
 def test_same_config_accepts_fields_added_at_their_default():
     from hwlib.config import DetectorConfig
-    from hwlib.experiments import same_config
-    from hwlib.report import to_jsonable
+    from hwlib.study.obtain import same_config
+    from hwlib.io import to_jsonable
 
     stored = to_jsonable(dataclasses.asdict(DetectorConfig()))
     assert same_config(stored, DetectorConfig())
@@ -198,7 +199,7 @@ def test_a_finished_run_is_loaded_not_retrained(tmp_path, capsys):
     """Reuse loads only a finished run of the very same config (with its validation log when one is needed)."""
     import json
 
-    from hwlib.experiments import finished_checkpoint, train_keypoint_model
+    from hwlib.study.obtain import finished_checkpoint, train_keypoint_model
 
     cfg = dataclasses.replace(SMOKE.keypoint, steps=2, eval_every=1)
     model, hist = train_keypoint_model("regression", cfg, run_dir=tmp_path, name="m", precision="fp32", progress=False)
@@ -222,7 +223,8 @@ def test_a_finished_run_is_loaded_not_retrained(tmp_path, capsys):
 
 def test_quarter_validation_leaves_training_unchanged(tmp_path):
     # the seeds whose curve is not drawn are validated at each quarter only; validation must not change the weights
-    from hwlib.experiments import quarter_validation, train_keypoint_model
+    from hwlib.study.arms import quarter_validation
+    from hwlib.study.obtain import train_keypoint_model
     cfg = load_profile("smoke").keypoint
     cfg = dataclasses.replace(cfg, steps=4, eval_every=0)
     q = quarter_validation(cfg, 4)
@@ -237,7 +239,7 @@ def test_quarter_validation_leaves_training_unchanged(tmp_path):
 def test_a_field_a_method_does_not_read_leaves_its_runs_valid(tmp_path, capsys):
     """GAP+FC regression with its own steps and lr ignores ``steps`` / ``lr``: changing them (a longer heatmap
     schedule) reuses its finished run; changing what it reads does not. Heatmap models ignore the regression fields."""
-    from hwlib.experiments import train_keypoint_model
+    from hwlib.study.obtain import train_keypoint_model
 
     cfg = dataclasses.replace(SMOKE.keypoint, steps=3, regression_steps=2, regression_lr=1e-3, eval_every=1)
     assert cfg.unread_by("regression") == {"steps", "lr"}
@@ -272,7 +274,7 @@ class _Stop(Exception):
 @pytest.mark.parametrize("model", ["detector", "heatmap", "regression"])
 def test_the_training_options_of_a_config_reach_the_training_loop(model, monkeypatch, tmp_path):
     """Optimizer, schedule and weight averaging are config fields; each training entry point hands them to ``fit``."""
-    import hwlib.experiments as ex
+    from hwlib.study import detection, keypointing, obtain
 
     seen = {}
 
@@ -280,12 +282,12 @@ def test_the_training_options_of_a_config_reach_the_training_loop(model, monkeyp
         seen.update(kwargs)
         raise _Stop
 
-    monkeypatch.setattr(ex, "fit", fake_fit)
+    monkeypatch.setattr(detection if model == "detector" else keypointing, "fit", fake_fit)
     opts = {"optimizer": "sgd", "schedule": "linear", "ema": 0.9}
     with pytest.raises(_Stop):
         if model == "detector":
-            ex.train_detector(dataclasses.replace(SMOKE.detector, **opts), run_dir=tmp_path, progress=False)
+            obtain.train_detector(dataclasses.replace(SMOKE.detector, **opts), run_dir=tmp_path, progress=False)
         else:
-            ex.train_keypoint_model(model, dataclasses.replace(SMOKE.keypoint, **opts), run_dir=tmp_path,
+            obtain.train_keypoint_model(model, dataclasses.replace(SMOKE.keypoint, **opts), run_dir=tmp_path,
                                     progress=False)
     assert {k: seen[k] for k in opts} == opts

@@ -1,4 +1,4 @@
-"""hwlib.failures: counting of failure types per keypoint and per figure over seeds (hand-worked cases and
+"""hwlib.study.failures: counting of failure types per keypoint and per figure over seeds (hand-worked cases and
 brute-force loops), the seed loop of failure_analysis with fake models, the table and the gallery figure."""
 
 import itertools
@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwlib import failures
-from hwlib.analysis import failure_types, rates_by_attribute
+from hwlib.study import failures
+from hwlib.vision.analysis import failure_types, rates_by_attribute
 from hwlib.config import KEYPOINT_NAMES
-from hwlib.failures import TYPES, attribute_rates, count_types, failure_gallery, table_rows
+from hwlib.study.failures import TYPES, attribute_rates, count_types, failure_gallery, table_rows
 
 
 def _types_from_codes(codes):
@@ -112,10 +112,10 @@ def test_attribute_rates_pool_seeds():
 
 # ----------------------------------------------------------------------------- seed loop with fake models
 def test_failure_analysis_compares_seed_with_seed():
-    import hwlib.experiments as ex
+    from hwlib.study import splits
 
     n = 6
-    images, kps, meta = ex.keypoint_data(n, ex.TEST_SEED, 0.2)
+    images, kps, meta = splits.keypoint_data(n, splits.TEST_SEED, 0.2)
     # offsets (px) of each method's predictions per seed: big offsets are wrong at tau=0.05
     offset = {("heatmap", 0): 0.0, ("regression", 0): 50.0, ("integral", 0): 0.0,
               ("heatmap", 1): 50.0, ("regression", 1): 0.0, ("integral", 1): 50.0}

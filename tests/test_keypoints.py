@@ -4,9 +4,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from hwlib.keypoints import (HeatmapCodec, HeatmapNet, IntegralNet, KeypointLoss, RegressionCodec, RegressionNet,
-                             build_keypoint_model, coordinate_channels, decode_heatmaps, encode_heatmaps,
-                             heatmaps_as_targets, soft_argmax)
+from hwlib.vision.keypoints import (HeatmapCodec, HeatmapNet, IntegralNet, KeypointLoss, RegressionCodec, RegressionNet,
+                                    build_keypoint_model, coordinate_channels, decode_heatmaps, encode_heatmaps,
+                                    heatmaps_as_targets, soft_argmax)
 from hwlib.config import KeypointConfig, load_profile
 
 
@@ -107,7 +107,7 @@ def test_coordinate_losses_hand_worked_in_pixels():
     """Hand-worked at a 128-pixel image, errors in normalized units (px / 128), losses back in those units:
     wing (w 10 px, eps 2 px): 1 px -> 10 ln 1.5 = 4.0547 px; 20 px -> 20 - (10 - 10 ln 6) = 27.9176 px (continuous
     at 10 px: 10 ln 6 both sides); smooth L1 (beta 1 px): 0.5 px -> 0.125 px, 3 px -> 2.5 px; L1 is |e|."""
-    from hwlib.keypoints import coordinate_loss
+    from hwlib.vision.keypoints import coordinate_loss
 
     px = torch.tensor([-1.0, 20.0, 0.5, 3.0, 10.0, 0.0])
     wing = coordinate_loss(px / 128, "wing", 128.0) * 128
@@ -176,7 +176,7 @@ def test_regression_head_options_change_only_what_they_name():
     import dataclasses
 
     from hwlib.config import KeypointConfig
-    from hwlib.keypoints import RegressionNet, build_keypoint_model
+    from hwlib.vision.keypoints import RegressionNet, build_keypoint_model
 
     torch.manual_seed(0)
     base = RegressionNet(5, 8)

@@ -1,11 +1,11 @@
-"""hwlib.lock: one training at a time on a machine; a second waits or refuses, saying who holds the lock."""
+"""hwlib.study.lock: one training at a time on a machine; a second waits or refuses, saying who holds the lock."""
 
 import threading
 import time
 
 import pytest
 
-from hwlib import lock
+from hwlib.study import lock
 
 
 def test_a_second_training_refuses_or_waits(tmp_path, monkeypatch, capsys):

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwlib.metrics import evaluate_detections, keypoint_norm, pck, pck_auc, pck_per_keypoint, voc_ap
+from hwlib.vision.metrics import evaluate_detections, keypoint_norm, pck, pck_auc, pck_per_keypoint, voc_ap
 
 
 def T(boxes, labels, scores=None):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from hwlib.config import REPO_ROOT, load_profile
-from hwlib.pipeline import check_parameters, notebooks, stage_keys
+from hwlib.study.pipeline import check_parameters, notebooks, stage_keys
 
 SMOKE = load_profile("smoke")
 
@@ -121,7 +121,7 @@ def _reference(probe_det=40.0, probe_kp=100.0, with_probe=True):
 
 
 def test_estimate_scales_training_stages_by_the_probe_ratio():
-    from hwlib.pipeline import estimate_stages
+    from hwlib.study.pipeline import estimate_stages
 
     names = ["01_data_generation", "02_detector_training", "04_keypoint_training", "05_ablations"]
     est, basis = estimate_stages(_reference(), {"detector_img_s": 10.0, "keypoint_img_s": 50.0}, names)
@@ -135,7 +135,7 @@ def test_estimate_scales_training_stages_by_the_probe_ratio():
 
 
 def test_stages_to_run_follow_the_keys_and_invalidate_later_stages():
-    from hwlib.pipeline import _stages_to_run
+    from hwlib.study.pipeline import _stages_to_run
 
     nbs = notebooks()
     names = [nb.stem for nb in nbs]
@@ -149,7 +149,7 @@ def test_stages_to_run_follow_the_keys_and_invalidate_later_stages():
 
 
 def test_machines_sentence_says_when_stages_ran_on_different_machines():
-    from hwlib.pipeline import machines_sentence
+    from hwlib.study.pipeline import machines_sentence
 
     a = {"cpu": "CPU A", "bf16_native": True, "threads": 2, "precision": "bf16"}
     b = {"cpu": "CPU B", "bf16_native": False, "threads": 2, "precision": "fp32"}
@@ -162,7 +162,7 @@ def test_machines_sentence_says_when_stages_ran_on_different_machines():
 
 
 def test_legacy_probe_comes_from_a_full_benchmark_only(tmp_path):
-    from hwlib.pipeline import estimate_stages, legacy_probe
+    from hwlib.study.pipeline import estimate_stages, legacy_probe
 
     assert legacy_probe(tmp_path) is None
     bench = {"quick": False, "machine": {"bf16_native": True},
@@ -179,7 +179,7 @@ def test_legacy_probe_comes_from_a_full_benchmark_only(tmp_path):
 
 
 def test_machines_sentence_names_stages_not_rerun():
-    from hwlib.pipeline import machines_sentence
+    from hwlib.study.pipeline import machines_sentence
 
     a = {"cpu": "CPU A", "bf16_native": True, "threads": 2, "precision": "bf16"}
     s = machines_sentence({"stage_machines": {"01_x": a, "02_y": a, "03_z": a}, "one_machine": True,
@@ -192,7 +192,7 @@ def test_machines_sentence_names_stages_not_rerun():
 def test_a_stage_whose_last_run_loaded_its_models_is_estimated_with_their_training(tmp_path):
     """The last run's notebook time is the estimate only where that run trained its models; where it loaded them
     (records' training seconds above its notebook seconds), the training is added back, then scaled."""
-    from hwlib.pipeline import estimate_stages, recorded_training
+    from hwlib.study.pipeline import estimate_stages, recorded_training
 
     ref = {**_reference(), "_training": {"02_detector_training": 5000.0, "04_keypoint_training": 300.0}}
     probe = {"detector_img_s": 10.0, "keypoint_img_s": 50.0}

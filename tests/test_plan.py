@@ -1,13 +1,13 @@
-"""hwlib.plan / stages status: each set's plan lists exactly the runs its training asks the store for."""
+"""hwlib.study.plan / stages status: each set's plan lists exactly the runs its training asks the store for."""
 
 import json
 
 import pytest
 
-from hwlib import stages
+from hwlib.study import stages
 from hwlib.config import load_profile
-from hwlib.experiments import _as_store
-from hwlib.plan import PlannedRun, status
+from hwlib.study.obtain import _as_store
+from hwlib.study.plan import PlannedRun, status
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def test_status_counts_one_run_asked_for_twice_once_and_prints_a_table(tmp_path,
     ceiling = [r for r in plan if "_x2_s" in r.name]
     assert longer and {r.key("c") for r in longer} == {r.key("c") for r in ceiling}   # one training, two names
     monkeypatch.setattr("hwlib.config.Profile.run_dir", property(lambda self: tmp_path / self.name))
-    monkeypatch.setattr("hwlib.plan.probe", lambda run, seconds=3.0, precision="auto": 100.0)
+    monkeypatch.setattr("hwlib.study.plan.probe", lambda run, seconds=3.0, precision="auto": 100.0)
     assert stages.main(["status", "--profile", "smoke", "part2-ablations", "--json", str(tmp_path / "s.json")]) == 0
     out = capsys.readouterr().out
     assert "part2-ablations" in out and "hours left" in out

@@ -12,8 +12,9 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
-from hwlib import plots
-from hwlib.train import History
+from hwlib.config import CLASS_NAMES
+from hwlib.study import plots
+from hwlib.vision.train import History
 
 WIDTHS = (plots.FULL_WIDTH, plots.HALF_WIDTH)
 
@@ -93,12 +94,12 @@ def test_detection_figures(tmp_path):
     raw = [torch.randn(3 * 8, s, s) for s in (32, 16, 8)]
     _check(plots.objectness_maps(images[0], raw, path=tmp_path / "f.png"), tmp_path / "f.png")
     _check(plots.confusion([[10, 1, 0, 2], [0, 9, 1, 3], [1, 0, 12, 0]], tmp_path / "g.pdf"), tmp_path / "g.pdf")
-    table = {n: {"small": 0.3, "medium": 0.7, "large": 0.9} for n in plots.CLASS_NAMES}
+    table = {n: {"small": 0.3, "medium": 0.7, "large": 0.9} for n in CLASS_NAMES}
     _check(plots.ap_by_size(table, tmp_path / "h.pdf"), tmp_path / "h.pdf")
 
 
 def test_pr_and_receptive_fields(tmp_path):
-    from hwlib.metrics import match_detections
+    from hwlib.vision.metrics import match_detections
 
     _, targets, preds = _det_data()
     m = match_detections([{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds], targets)

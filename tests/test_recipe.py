@@ -1,10 +1,10 @@
-"""The training-recipe study (hwlib.recipe): images to the goal from validation curves, records per arm."""
+"""The training-recipe study (hwlib.study.recipe): images to the goal from validation curves, records per arm."""
 
 import math
 
 import pytest
 
-from hwlib import recipe
+from hwlib.study import recipe
 
 
 @pytest.fixture
@@ -205,7 +205,7 @@ def test_the_detector_study_keeps_the_data_and_batch_it_began_with():
 
 
 def test_range_schedule_rises_geometrically_to_the_peak():
-    from hwlib.train import RANGE_DECADES, lr_at
+    from hwlib.vision.train import RANGE_DECADES, lr_at
 
     lrs = [lr_at(s, 9, 0.5, warmup=3, schedule="range") for s in range(9)]      # warm-up plays no part
     assert lrs[0] == pytest.approx(0.5 * 10.0 ** -RANGE_DECADES) and lrs[-1] == pytest.approx(0.5)

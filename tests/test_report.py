@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from hwlib.report import atomic_write_text, macro_name, write_results, write_table
+from hwlib.io import atomic_write_text
+from hwlib.study.report import macro_name, write_results, write_table
 
 
 def test_macro_names_are_letters_only():
@@ -56,7 +57,7 @@ def test_unwritable_target_gives_clear_error(tmp_path):
 
 def test_pdf_macros_follow_the_json(tmp_path):
     """Changing a number in a results JSON changes the macro the PDF prints (refreshed before latexmk)."""
-    from hwlib.report import refresh_macros
+    from hwlib.study.report import refresh_macros
 
     write_results(tmp_path, "02_detector_training", {"profile": "smoke", "map_standard": 0.5}, prefix="Det")
     data = json.loads((tmp_path / "02_detector_training.json").read_text())
@@ -78,7 +79,7 @@ def test_the_same_figure_saves_to_the_same_bytes(tmp_path, suffix):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hwlib.report import save_figure
+    from hwlib.study.report import save_figure
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwlib.results import Record, ceiling_plateau, claim_verdict, diff_cell, mean_ci, plateau, pm, t_quantile
-from hwlib.train import History
+from hwlib.study.results import Record, ceiling_plateau, claim_verdict, diff_cell, mean_ci, plateau, pm, t_quantile
+from hwlib.vision.train import History
 
 
 def _rec(values, seeds=None, **kw):
@@ -160,7 +160,7 @@ def test_claim_verdict_reads_the_interval_not_the_mean():
 
 
 def test_value_at_images_takes_the_last_evaluation_not_past_it():
-    from hwlib.results import value_at_images
+    from hwlib.study.results import value_at_images
 
     h = {"evals": [{"step": 10, "pck": 0.1}, {"step": 20, "pck": 0.5}, {"step": 40, "pck": 0.9}]}
     assert value_at_images(h, 8, 160, "pck") == 0.5          # 20 steps x 8 = 160 images: that evaluation

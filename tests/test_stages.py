@@ -1,11 +1,11 @@
-"""hwlib.stages: the training sets a notebook asks for, callable without it (no training in these tests)."""
+"""hwlib.study.stages: the training sets a notebook asks for, callable without it (no training in these tests)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from hwlib import stages
+from hwlib.study import stages
 from hwlib.config import load_profile
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -55,22 +55,22 @@ def test_a_set_trained_whole_refuses_arms(capsys):
 def test_under_shards_the_run_s_own_shard_makes_its_analyses(monkeypatch):
     from types import SimpleNamespace
 
-    from hwlib import experiments as ex
+    from hwlib.study import obtain
 
     runs = SimpleNamespace(stored={("a", 0): SimpleNamespace(key="0" * 64), ("b", 0): None})
-    monkeypatch.delenv(ex.SHARD_ENV, raising=False)
+    monkeypatch.delenv(obtain.SHARD_ENV, raising=False)
     assert stages._own(runs, "a", 0)
-    owner = ex.shard_of("0" * 64, 2)
-    monkeypatch.setenv(ex.SHARD_ENV, f"{owner}/2")
+    owner = obtain.shard_of("0" * 64, 2)
+    monkeypatch.setenv(obtain.SHARD_ENV, f"{owner}/2")
     assert stages._own(runs, "a", 0) and stages._own(runs, "b", 0)      # no store record: nothing to split
-    monkeypatch.setenv(ex.SHARD_ENV, f"{1 - owner}/2")
+    monkeypatch.setenv(obtain.SHARD_ENV, f"{1 - owner}/2")
     assert not stages._own(runs, "a", 0)
 
 
 def test_best_anchor_tests_are_paired_with_the_best_anchor_arm_per_class():
     from types import SimpleNamespace
 
-    from hwlib.results import Record
+    from hwlib.study.results import Record
 
     def rec(maps, squares):
         return Record([0, 1, 2], [{"map_standard": m, "map_seed": 0.0, "ap_standard": {"circle": 0.0, "square": q},

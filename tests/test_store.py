@@ -1,4 +1,4 @@
-"""The run store: read before train, one file per run, keys, clear errors (hwlib.store, hwlib.experiments)."""
+"""The run store: read before train, one file per run, keys, clear errors (hwlib.study.store, hwlib.study.obtain)."""
 
 import dataclasses
 import json
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwlib import experiments as ex
-from hwlib import store as st
+from hwlib.study import arms, codes, detection, keypointing, obtain
+from hwlib.vision import detector
+from hwlib.study import store as st
 from hwlib.config import load_profile
 
 
@@ -21,7 +22,7 @@ def smoke():
 def _count_training(monkeypatch):
     """Patch the two trainers to count their calls (and still train)."""
     calls = []
-    det, kpt = ex._train_detector, ex._train_keypoint_model
+    det, kpt = detection._train_detector, keypointing._train_keypoint_model
 
     def d(cfg, seed, ckpt, name, *a):
         calls.append(name)
@@ -31,13 +32,13 @@ def _count_training(monkeypatch):
         calls.append(name)
         return kpt(method, cfg, seed, ckpt, name, *a)
 
-    monkeypatch.setattr(ex, "_train_detector", d)
-    monkeypatch.setattr(ex, "_train_keypoint_model", k)
+    monkeypatch.setattr(obtain, "_train_detector", d)            # where the runs call them
+    monkeypatch.setattr(obtain, "_train_keypoint_model", k)
     return calls
 
 
 def _detectors(P, store, run_dir=None, **kw):
-    return ex.run_detectors(P.detector, {"baseline": {}, "wide": {"width": 0.5}}, 2, run_dir=run_dir, split="test",
+    return arms.run_detectors(P.detector, {"baseline": {}, "wide": {"width": 0.5}}, 2, run_dir=run_dir, split="test",
                             n_eval=8, validate=True, store=store, progress=False, precision="fp32", **kw)
 
 
@@ -72,7 +73,7 @@ def test_a_new_evaluation_is_made_from_the_checkpoint_not_by_training(smoke, tmp
     _detectors(smoke, tmp_path / "store", run_dir=tmp_path / "ckpt")
     calls.clear()
     # another evaluation of the same runs (another image count: another evaluation key)
-    runs = ex.run_detectors(smoke.detector, {"baseline": {}, "wide": {"width": 0.5}}, 2, run_dir=tmp_path / "ckpt",
+    runs = arms.run_detectors(smoke.detector, {"baseline": {}, "wide": {"width": 0.5}}, 2, run_dir=tmp_path / "ckpt",
                             split="test", n_eval=6, validate=True, store=tmp_path / "store", progress=False,
                             precision="fp32")
     assert calls == []
@@ -81,13 +82,13 @@ def test_a_new_evaluation_is_made_from_the_checkpoint_not_by_training(smoke, tmp
     # without the checkpoints the stale evaluation needs the weights again: that run is retrained
     for p in (tmp_path / "ckpt").glob("baseline_s0.*"):
         p.unlink()
-    ex.run_detectors(smoke.detector, {"baseline": {}}, 1, run_dir=tmp_path / "ckpt", split="test", n_eval=5,
+    arms.run_detectors(smoke.detector, {"baseline": {}}, 1, run_dir=tmp_path / "ckpt", split="test", n_eval=5,
                      validate=True, store=tmp_path / "store", progress=False, precision="fp32")
     assert calls == ["baseline_s0"]
 
 
 def test_the_training_key_changes_with_the_config_seed_and_code_only(smoke):
-    cfg, code = smoke.detector, ex.training_code("detector")
+    cfg, code = smoke.detector, codes.training_code("detector")
     k = st.training_key("detector", "detector", cfg, 0, code)
     assert k == st.training_key("detector", "detector", dataclasses.replace(cfg), 0, code)
     assert k != st.training_key("detector", "detector", dataclasses.replace(cfg, lr=cfg.lr * 2), 0, code)
@@ -109,7 +110,7 @@ def test_code_hash_ignores_docstrings_and_comments_but_not_code():
     assert st._normalized_source(base) == st._normalized_source(same)
     assert st._normalized_source(base) != st._normalized_source(other)
     # the training path hashes its functions' code: a function of it swapped for another changes the hash
-    assert st.closure_digest([ex.detection_batches]) != st.closure_digest([ex.keypoint_batches])
+    assert st.closure_digest([detection.detection_batches]) != st.closure_digest([keypointing.keypoint_batches])
 
 
 _PKG_A = """
@@ -186,17 +187,17 @@ def test_training_code_is_per_task_and_deterministic():
     import subprocess
     import sys
 
-    det, kpt = ex.training_code("detector"), ex.training_code("keypoint")
+    det, kpt = codes.training_code("detector"), codes.training_code("keypoint")
     assert det != kpt and len(det) == 16
-    closure = st.code_closure([ex._train_detector])
+    closure = st.code_closure([detection._train_detector])
     assert "assign_targets" in closure and "fit" in closure
     assert "HeatmapNet" not in closure and "KeypointLoss" not in closure    # keypoint code: not a detector's
     assert "detection_samples" not in closure
     # another process (another hash seed) computes the same keys
-    out = subprocess.run([sys.executable, "-c", "from hwlib import experiments as ex; "
-                          "print(ex.training_code('detector'), ex.eval_code('keypoint'))"],
+    out = subprocess.run([sys.executable, "-c", "from hwlib.study import codes; "
+                          "print(codes.training_code('detector'), codes.eval_code('keypoint'))"],
                          capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
-    assert out.stdout.split() == [det, ex.eval_code("keypoint")]
+    assert out.stdout.split() == [det, codes.eval_code("keypoint")]
 
 
 def test_normalized_source_is_pinned():
@@ -228,7 +229,7 @@ def test_thin_history_keeps_evaluations_and_the_last_step():
 
 @pytest.fixture
 def one_run(smoke, tmp_path):
-    ex.train_detector(dataclasses.replace(smoke.detector, steps=1), name="r_s0", store=tmp_path / "s",
+    obtain.train_detector(dataclasses.replace(smoke.detector, steps=1), name="r_s0", store=tmp_path / "s",
                       progress=False, precision="fp32", validate=False)
     return next((tmp_path / "s").glob("*.json"))
 
@@ -263,9 +264,9 @@ def test_two_files_of_one_run_with_different_results_are_an_error(one_run):
 def test_keypoint_predictions_round_trip_through_the_store(smoke, tmp_path, monkeypatch):
     calls = _count_training(monkeypatch)
     kw = dict(split="test", n_eval=6, validate=True, store=tmp_path / "s", progress=False, precision="fp32")
-    first = ex.run_keypoint_methods(smoke.keypoint, ("heatmap", "regression"), 1, **kw)
+    first = arms.run_keypoint_methods(smoke.keypoint, ("heatmap", "regression"), 1, **kw)
     calls.clear()
-    again = ex.run_keypoint_methods(smoke.keypoint, ("heatmap", "regression"), 1, **kw)
+    again = arms.run_keypoint_methods(smoke.keypoint, ("heatmap", "regression"), 1, **kw)
     assert calls == []
     for d, p in first.extra["predictions"].items():
         assert torch.equal(again.extra["predictions"][d][0], p[0])
@@ -283,26 +284,26 @@ def test_weights_of_a_stored_run_without_checkpoint_or_zoo_entry_name_the_run(sm
 
 def test_shards_split_the_missing_runs_and_wait_for_each_other(smoke, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="i/N"):
-        ex.parse_shard("2/2")
+        obtain.parse_shard("2/2")
     with pytest.raises(ValueError, match="i/N"):
-        ex.parse_shard("a/b")
+        obtain.parse_shard("a/b")
     keys = [f"{i:012x}" + "0" * 52 for i in range(12)]
-    assert sorted({ex.shard_of(k, 3) for k in keys}) == [0, 1, 2]
+    assert sorted({obtain.shard_of(k, 3) for k in keys}) == [0, 1, 2]
     cfg = dataclasses.replace(smoke.detector, steps=1)
-    key = st.training_key("detector", "detector", cfg, 0, ex.training_code("detector"))
-    owner = ex.shard_of(key, 2)
+    key = st.training_key("detector", "detector", cfg, 0, codes.training_code("detector"))
+    owner = obtain.shard_of(key, 2)
     kw = dict(name="r_s0", store=tmp_path / "s", progress=False, precision="fp32", validate=False)
     monkeypatch.setenv("HWLIB_SHARD", f"{1 - owner}/2")
     monkeypatch.setenv("HWLIB_SHARD_WAIT", "0.3")
     calls = _count_training(monkeypatch)
     with pytest.raises(TimeoutError, match=f"shard {owner}/2"):
-        ex.train_detector(cfg, **kw)                       # not this shard's: not trained here
+        obtain.train_detector(cfg, **kw)                       # not this shard's: not trained here
     assert calls == []
     monkeypatch.setenv("HWLIB_SHARD", f"{owner}/2")
-    ex.train_detector(cfg, **kw)                           # its own shard trains it
+    obtain.train_detector(cfg, **kw)                           # its own shard trains it
     assert calls == ["r_s0"]
     monkeypatch.setenv("HWLIB_SHARD", f"{1 - owner}/2")
-    hist, _, model, rec = ex._detector_run(cfg, 0, None, "r_s0", "auto", "fp32", False, False, None, tmp_path / "s")
+    hist, _, model, rec = obtain._detector_run(cfg, 0, None, "r_s0", "auto", "fp32", False, False, None, tmp_path / "s")
     assert calls == ["r_s0"] and rec is not None and model is None   # the other shard reads it from the store
     # a worker shard (not 0) writes its figures and numbers apart from the profile's
     assert smoke.shard_dir == (None if owner == 1 else smoke.run_dir / "shard-1")
@@ -314,8 +315,8 @@ def test_changed_code_names_what_differs():
         "hwlib.a.g", "hwlib.a.gone", "hwlib.a.new"]
     assert st.changed_code(then, dict(then["code_parts"])) == []
     assert st.changed_code({}, {"hwlib.a.f": "1"}) == []                  # a record without parts: nothing to name
-    parts = ex.training_parts("detector")
-    assert ex.training_code("detector") == st.parts_digest(parts) == st.closure_digest([ex._train_detector])
+    parts = codes.training_parts("detector")
+    assert codes.training_code("detector") == st.parts_digest(parts) == st.closure_digest([detection._train_detector])
 
 
 def test_the_committed_store_is_not_git_ignored():
@@ -333,7 +334,7 @@ def test_the_committed_store_is_not_git_ignored():
 
 def test_a_ceiling_trains_each_seed_twice_as_long_into_the_store(smoke, tmp_path, monkeypatch):
     calls = _count_training(monkeypatch)
-    runs = ex.run_detectors(smoke.detector, {"baseline": {}}, 2, split="test", n_eval=8, validate=True,
+    runs = arms.run_detectors(smoke.detector, {"baseline": {}}, 2, split="test", n_eval=8, validate=True,
                             store=tmp_path / "store", progress=False, precision="fp32", ceiling=True)
     assert calls == ["baseline_s0", "baseline_s1", "baseline_x2_s0", "baseline_x2_s1"]
     verdict = runs.records["baseline"].plateau
@@ -344,7 +345,7 @@ def test_a_ceiling_trains_each_seed_twice_as_long_into_the_store(smoke, tmp_path
     final = lambda r: r.data["history"]["evals"][-1]["map_standard"]                           # noqa: E731
     assert verdict["doubling_gains"][0] == pytest.approx(final(twice) - final(recs["baseline_s0"]))
     calls.clear()
-    ex.run_detectors(smoke.detector, {"baseline": {}}, 2, split="test", n_eval=8, validate=True,
+    arms.run_detectors(smoke.detector, {"baseline": {}}, 2, split="test", n_eval=8, validate=True,
                      store=tmp_path / "store", progress=False, precision="fp32", ceiling=True)
     assert calls == []                                      # the doubled runs are read from the store too
 
@@ -382,39 +383,39 @@ def test_the_training_closure_covers_every_function_a_training_runs(smoke, tmp_p
     # brute force: trace a smoke training (with validation and a checkpoint) and check that every hwlib function or
     # class it ran is in the closure the training key hashes; module bodies (<module>) run at import, not here
     if task == "detector":
-        run = lambda: ex._train_detector(smoke.detector, 0, tmp_path / "d.pt", "d", "cpu", "fp32", False, True)  # noqa: E731
+        run = lambda: detection._train_detector(smoke.detector, 0, tmp_path / "d.pt", "d", "cpu", "fp32", False, True)  # noqa: E731
     else:
-        run = lambda: ex._train_keypoint_model("integral", smoke.keypoint, 0, tmp_path / "k.pt", "k", 3, "cpu",  # noqa: E731
+        run = lambda: keypointing._train_keypoint_model("integral", smoke.keypoint, 0, tmp_path / "k.pt", "k", 3, "cpu",  # noqa: E731
                                                "fp32", False, True)
     ran = {n for n in _executed(run) if not n.endswith("<module>")}
-    closure = ex.training_parts(task)
+    closure = codes.training_parts(task)
     assert ran and not (ran - set(closure)), sorted(ran - set(closure))
 
 
 def test_the_evaluation_closure_covers_every_function_an_evaluation_runs(smoke):
     cfg = smoke.detector
-    model = ex.build_detector(cfg).eval()
-    spec = ex.detector_spec(cfg, "test", 6, analyses=True)
-    ran = {n for n in _executed(lambda: ex._evaluate_detector(model, cfg, [spec], "cpu", "fp32"))
+    model = detector.build_detector(cfg).eval()
+    spec = codes.detector_spec(cfg, "test", 6, analyses=True)
+    ran = {n for n in _executed(lambda: detection._evaluate_detector(model, cfg, [spec], "cpu", "fp32"))
            if not n.endswith("<module>")}
     kcfg = smoke.keypoint
-    kmodel = __import__("hwlib.keypoints", fromlist=["x"]).build_keypoint_model("heatmap", kcfg).eval()
-    kspec = ex.keypoint_spec("heatmap", kcfg, "test", 6, mse=True)
-    kran = {n for n in _executed(lambda: ex._evaluate_keypoints(kmodel, "heatmap", kcfg, [kspec], "cpu", "fp32"))
+    kmodel = __import__("hwlib.vision.keypoints", fromlist=["x"]).build_keypoint_model("heatmap", kcfg).eval()
+    kspec = codes.keypoint_spec("heatmap", kcfg, "test", 6, mse=True)
+    kran = {n for n in _executed(lambda: keypointing._evaluate_keypoints(kmodel, "heatmap", kcfg, [kspec], "cpu", "fp32"))
             if not n.endswith("<module>")}
     for got, kind, m in ((ran, "detector", model), (kran, "keypoint", kmodel)):
         # the model's own code (its forward and what that calls) is the training's: the run's training key names it
         own = set(st.code_closure([type(x) for x in m.modules()]))
-        closure = st.code_closure(ex.EVAL_PATH[kind])
+        closure = st.code_closure(codes.EVAL_PATH[kind])
         assert got and not (got - set(closure) - own), (kind, sorted(got - set(closure) - own))
 
 
 def test_a_ceiling_is_checked_before_anything_trains(smoke, tmp_path, monkeypatch):
     calls = _count_training(monkeypatch)
     with pytest.raises(ValueError, match="validate"):
-        ex.run_detectors(smoke.detector, {"baseline": {}}, 1, split="test", n_eval=4, store=tmp_path, ceiling=True)
+        arms.run_detectors(smoke.detector, {"baseline": {}}, 1, split="test", n_eval=4, store=tmp_path, ceiling=True)
     with pytest.raises(ValueError, match="not arms"):
-        ex.run_detectors(smoke.detector, {"baseline": {}}, 1, split="test", n_eval=4, validate=True, store=tmp_path,
+        arms.run_detectors(smoke.detector, {"baseline": {}}, 1, split="test", n_eval=4, validate=True, store=tmp_path,
                          ceiling={"headline"})
     assert calls == []
 
@@ -425,9 +426,9 @@ def test_two_callers_of_one_run_share_it_without_retraining_in_turn(smoke, tmp_p
     stored record had, keeps its stored name, and keeps the first's evaluation (identical training): neither caller
     then trains it again."""
     calls = _count_training(monkeypatch)
-    first = lambda: ex.run_detectors(smoke.detector, {"x": {}}, 1, run_dir=tmp_path / "a", split="test", n_eval=8,  # noqa: E731
+    first = lambda: arms.run_detectors(smoke.detector, {"x": {}}, 1, run_dir=tmp_path / "a", split="test", n_eval=8,  # noqa: E731
                                      validate=True, store=tmp_path / "store", progress=False, precision="fp32")
-    second = lambda: ex.run_detectors(smoke.detector, {"y": {}}, 1, run_dir=tmp_path / "b", split="test", n_eval=6,  # noqa: E731
+    second = lambda: arms.run_detectors(smoke.detector, {"y": {}}, 1, run_dir=tmp_path / "b", split="test", n_eval=6,  # noqa: E731
                                       validate=False, store=tmp_path / "store", progress=False, precision="fp32")
     a = first()
     assert calls == ["x_s0"]
@@ -458,16 +459,16 @@ def test_an_analysis_of_a_stored_run_is_made_once_then_read_from_the_store(smoke
 
     def evaluate(model, cfg, spec):
         made.append(spec["n"])
-        return ex.evaluate_positives(model, cfg, spec)
+        return detection.evaluate_positives(model, cfg, spec)
 
     runs = _detectors(smoke, tmp_path / "store", run_dir=tmp_path / "ckpt")
     other = _detectors(smoke, tmp_path / "store", run_dir=tmp_path / "ckpt")   # read before the analysis is stored
-    spec = ex.positives_spec(smoke.detector, n=4)
+    spec = codes.positives_spec(smoke.detector, n=4)
     first = runs.analysis("baseline", 0, spec, evaluate)
     assert made == [4] and set(first) == {"circle", "square", "triangle", "all", "image_top_score"}
     # another holder of the same run adds its own analysis without dropping the first (it writes the store's copy)
-    other.analysis("baseline", 0, ex.positives_spec(smoke.detector, n=2), evaluate)
-    rec = ex._as_store(tmp_path / "store").find("baseline_s0")[0]
+    other.analysis("baseline", 0, codes.positives_spec(smoke.detector, n=2), evaluate)
+    rec = obtain._as_store(tmp_path / "store").find("baseline_s0")[0]
     assert sum(e["spec"]["kind"] == "positives" for e in rec.data["evaluations"].values()) == 2
     made.clear()
     assert other.analysis("baseline", 0, spec, evaluate) == first and made == []   # found, not made again
@@ -480,16 +481,16 @@ def test_an_analysis_of_a_stored_run_is_made_once_then_read_from_the_store(smoke
     assert made == [4] and calls == []
     # another spec is another evaluation: made again (here the weights are gone, so the run is named)
     with pytest.raises(Exception, match="baseline"):
-        again.analysis("baseline", 0, ex.positives_spec(smoke.detector, n=3), evaluate)
+        again.analysis("baseline", 0, codes.positives_spec(smoke.detector, n=3), evaluate)
 
 
 def test_the_positives_closure_covers_what_it_runs(smoke):
     cfg = smoke.detector
-    model = ex.build_detector(cfg).eval()
-    spec = ex.positives_spec(cfg, n=3)
-    ran = {n for n in _executed(lambda: ex.evaluate_positives(model, cfg, spec)) if not n.endswith("<module>")}
+    model = detector.build_detector(cfg).eval()
+    spec = codes.positives_spec(cfg, n=3)
+    ran = {n for n in _executed(lambda: detection.evaluate_positives(model, cfg, spec)) if not n.endswith("<module>")}
     own = set(st.code_closure([type(x) for x in model.modules()]))
-    closure = st.code_closure(ex.EVAL_PATH["positives"])
+    closure = st.code_closure(codes.EVAL_PATH["positives"])
     assert ran and not (ran - set(closure) - own), sorted(ran - set(closure) - own)
 
 
@@ -578,9 +579,10 @@ def test_a_config_class_counts_by_its_methods_wherever_it_lives(tmp_path, monkey
 
 
 def test_the_training_path_moved_in_a_scratch_copy_keeps_its_key(tmp_path, monkeypatch):
-    """The real training path: a copy of hwlib in which ``assign_targets`` moves from ``detector`` to a new module
-    (``detector`` importing it from there) and ``boxes`` is renamed ``boxops``: the detector's training code is the
-    same."""
+    """The real training path: a copy of hwlib in which ``assign_targets`` moves from ``vision.detector`` to a new
+    module (``detector`` importing it from there), ``vision.boxes`` is renamed ``boxops``, and ``vision.detector`` is
+    renamed ``detecting`` (its reader imports it under the new name): the detector's and the keypoint models' training
+    codes are the same."""
     import re
     import shutil
     import subprocess
@@ -591,40 +593,39 @@ def test_the_training_path_moved_in_a_scratch_copy_keeps_its_key(tmp_path, monke
     src = Path(hwlib.__file__).parent
     dst = tmp_path / "hwlib"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    det = (dst / "detector.py").read_text()
+    vision = dst / "vision"
+    det = (vision / "detector.py").read_text()
     m = re.search(r"\ndef assign_targets\(.*?(?=\n\ndef |\n\nclass )", det, re.S)
     assert m, "assign_targets not found"
     helpers = re.findall(r"^(?:from|import) .*$", det, re.M)
-    (dst / "assignment.py").write_text("\n".join(h for h in helpers if "assignment" not in h) + "\n"
-                                       + "from .detector import STRIDES, best_anchor_index, _flatten_targets, _grid\n"
-                                       + m.group(0) + "\n")
-    det = det.replace(m.group(0), "") + "\nfrom .assignment import assign_targets  # noqa: E402\n"
-    (dst / "detector.py").write_text(det)
-    for f in dst.rglob("*.py"):
-        t = f.read_text()
-        t2 = re.sub(r"\bfrom \.boxes import", "from .boxops import", t)
-        t2 = re.sub(r"\bfrom \. import boxes\b", "from . import boxops as boxes", t2)
-        if t2 != t:
-            f.write_text(t2)
-    (dst / "boxes.py").rename(dst / "boxops.py")
-    # readers through a module: `det.DetectionLoss` (module alias det) now `detection.DetectionLoss`, the module
-    # detector renamed detection and imported under its own name (unlocated, both read `DetectionLoss`)
-    ex_src = (dst / "experiments.py").read_text()
-    assert "from . import detector as det\n" in ex_src and "det.DetectionLoss" in ex_src
-    ex_src = re.sub(r"\bdet\.", "detection.", ex_src.replace("from . import detector as det\n",
-                                                            "from . import detection\n"))
-    ex_src = re.sub(r"from \.detector import", "from .detection import", ex_src)
-    (dst / "experiments.py").write_text(ex_src)
-    for f in dst.rglob("*.py"):
-        t = f.read_text()
-        t2 = re.sub(r"from \.detector import", "from .detection import", t)
-        t2 = re.sub(r"from \. import detector as", "from . import detection as", t2)
-        t2 = re.sub(r"from \.\.detector import", "from ..detection import", t2)
-        if t2 != t:
-            f.write_text(t2)
-    (dst / "detector.py").rename(dst / "detection.py")
-    code = ("from hwlib import experiments as ex, store as st; print(ex.training_code('detector'), "
-            "ex.training_code('keypoint'), st.closure_digest(ex.TRAINING_PATH['detector'], located=True))")
+    (vision / "assignment.py").write_text(
+        "\n".join(helpers) + "\nfrom hwlib.vision.detector import STRIDES, best_anchor_index, _flatten_targets, _grid\n"
+        + m.group(0) + "\n")
+    det = det.replace(m.group(0), "") + "\nfrom hwlib.vision.assignment import assign_targets  # noqa: E402\n"
+    (vision / "detector.py").write_text(det)
+
+    def rewrite(pattern, repl):
+        for f in dst.rglob("*.py"):
+            t = f.read_text()
+            t2 = re.sub(pattern, repl, t)
+            if t2 != t:
+                f.write_text(t2)
+
+    rewrite(r"\bfrom hwlib\.vision import boxes\b", "from hwlib.vision import boxops as boxes")
+    rewrite(r"\bhwlib\.vision\.boxes\b", "hwlib.vision.boxops")
+    (vision / "boxes.py").rename(vision / "boxops.py")
+    # readers through a module: `det.DetectionLoss` (module alias det) now `detecting.DetectionLoss`, the module
+    # imported under its own new name (unlocated, both read `DetectionLoss`)
+    reader = dst / "study" / "detection.py"
+    t = reader.read_text()
+    assert "from hwlib.vision import detector as det\n" in t and "det.DetectionLoss" in t
+    reader.write_text(re.sub(r"\bdet\.", "detecting.", t.replace("from hwlib.vision import detector as det\n",
+                                                               "from hwlib.vision import detecting\n")))
+    rewrite(r"\bfrom hwlib\.vision import detector as", "from hwlib.vision import detecting as")
+    rewrite(r"\bhwlib\.vision\.detector\b", "hwlib.vision.detecting")
+    (vision / "detector.py").rename(vision / "detecting.py")
+    code = ("from hwlib.study import codes, store as st; print(codes.training_code('detector'), "
+            "codes.training_code('keypoint'), st.closure_digest(codes.TRAINING_PATH['detector'], located=True))")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -632,8 +633,8 @@ def test_the_training_path_moved_in_a_scratch_copy_keeps_its_key(tmp_path, monke
                           text=True, env=env, cwd=tmp_path)
     assert str(tmp_path) in here.stdout                     # the scratch copy ran, not the installed package
     det_code, kp_code, located = out.stdout.split()
-    assert [det_code, kp_code] == [ex.training_code("detector"), ex.training_code("keypoint")]
-    assert located != st.closure_digest(ex.TRAINING_PATH["detector"], located=True)   # the moves did happen
+    assert [det_code, kp_code] == [codes.training_code("detector"), codes.training_code("keypoint")]
+    assert located != st.closure_digest(codes.TRAINING_PATH["detector"], located=True)   # the moves did happen
 
 
 def test_an_option_added_at_its_neutral_value_leaves_the_config_part_of_the_key():

@@ -1,6 +1,6 @@
-"""hwlib.tables: hand-worked rows of the tables that the assignment analyses feed."""
+"""hwlib.study.tables: hand-worked rows of the tables that the assignment analyses feed."""
 
-from hwlib.tables import positive_scores_table, positives_table
+from hwlib.study.tables import positive_scores_table, positives_table
 
 
 def test_positives_table_hand_worked():

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from hwlib.config import DetectorConfig
-from hwlib.keypoints import RegressionNet
-from hwlib.train import (CheckpointError, NonFiniteLossError, fit, load_checkpoint, lr_at, make_optimizer,
-                         resolve_precision, save_checkpoint)
+from hwlib.vision.keypoints import RegressionNet
+from hwlib.vision.train import (CheckpointError, NonFiniteLossError, fit, load_checkpoint, lr_at, make_optimizer,
+                                resolve_precision, save_checkpoint)
 
 
 def _tiny():
@@ -65,7 +65,7 @@ def test_sgd_is_nesterov_with_yolov5_momentum_by_hand():
 
 @pytest.mark.parametrize("optimizer,schedule", [("sgd", "cosine"), ("adamw", "linear")])
 def test_fit_trains_with_the_optimizer_and_schedule_asked_for(optimizer, schedule, monkeypatch):
-    import hwlib.train as train
+    import hwlib.vision.train as train
 
     seen, made = [], []
     real_lr, real_opt = train.lr_at, train.make_optimizer

@@ -1,25 +1,25 @@
-"""hwlib.verify: a stored run retrained is bit-identical on the machine that trained it; a changed number is found."""
+"""hwlib.study.verify: a stored run retrained is bit-identical on the machine that trained it; a changed number is found."""
 
 import dataclasses
 import json
 
 import pytest
 
-from hwlib import experiments as ex
-from hwlib import verify
+from hwlib.study import arms, codes, detection
+from hwlib.study import verify
 from hwlib.config import load_profile
-from hwlib.store import RunStore
+from hwlib.study.store import RunStore
 
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
     """A smoke-size detector and heatmap run, each with a test-split evaluation, in a scratch store."""
     P, root = load_profile("smoke"), tmp_path_factory.mktemp("store")
-    runs = ex.run_detectors(P.detector, {"seed_exact": {}}, 1, prefix="02_", n_eval=6, validate=True, store=root,
+    runs = arms.run_detectors(P.detector, {"seed_exact": {}}, 1, prefix="02_", n_eval=6, validate=True, store=root,
                             progress=False, precision="fp32")
     # an analysis stored with the run (another evaluation kind): verify makes it again too
-    runs.analysis("seed_exact", 0, ex.positives_spec(P.detector, n=4), ex.evaluate_positives)
-    ex.run_keypoint_methods(P.keypoint, ("heatmap",), 1, prefix="04_", n_eval=6, store=root, progress=False,
+    runs.analysis("seed_exact", 0, codes.positives_spec(P.detector, n=4), detection.evaluate_positives)
+    arms.run_keypoint_methods(P.keypoint, ("heatmap",), 1, prefix="04_", n_eval=6, store=root, progress=False,
                             precision="fp32")
     return root
 
@@ -113,7 +113,7 @@ def test_the_tolerance_is_the_seed_to_seed_spread(stored, tmp_path):
         d = json.loads(json.dumps(base))
         d["seed"], d["name"] = seed, f"04_heatmap_s{seed}"
         next(e for e in d["evaluations"].values() if e["spec"]["kind"] == "keypoint")["metrics"]["pck_0.05"] = v
-        from hwlib.store import _key_fields, _sha
+        from hwlib.study.store import _key_fields, _sha
         d["training_key"] = _sha(_key_fields(d["task"], d["method"], d["config"], seed, 1, d["code"]))
         store.put(d)
     tol = verify.seed_tolerance(store.find("04_heatmap_s1")[0].data, store)

@@ -11,8 +11,8 @@ Metric keys have one spelling everywhere (JSON, macros, tables, figures):
 - detectors: ``map_standard``, ``map_seed``, ``ap_standard`` / ``ap_seed`` (dicts by class name);
 - keypoint models: ``pck_<tau>`` (bbox-diagonal norm), ``pck_torso_<tau>``, ``pck_per_keypoint_<tau>``
   (dict by keypoint name), ``mean_px_error`` — for one *decoding* of
-  :data:`hwlib.keypoints.DECODINGS`; a record of a heatmap model keeps its other decodings under
-  ``"decodings"`` (see :func:`hwlib.experiments.keypoint_metrics`).
+  :data:`hwlib.vision.keypoints.DECODINGS`; a record of a heatmap model keeps its other decodings under
+  ``"decodings"`` (see :func:`hwlib.study.keypointing.keypoint_metrics`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import to_jsonable
+from hwlib.io import to_jsonable
 
 # two-sided 97.5% quantiles of Student's t (df = 1 .. 30); beyond 30 the normal 1.96 is close enough
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

@@ -1,9 +1,9 @@
 """The equivalence file: which changes of the training code were proved to keep their stored runs' results.
 
 ``results/equivalence.json`` (beside the run store) lists, per task, changes ``from_code -> to_code`` of the training
-code (:func:`hwlib.experiments.training_code`) with the runs retrained to prove them and the verdict: *accepted*
+code (:func:`hwlib.study.codes.training_code`) with the runs retrained to prove them and the verdict: *accepted*
 (every proof run reproduced its record, so the new code serves the old code's stored runs,
-:func:`accepted_codes`) or *refused* (its runs are stale). :mod:`hwlib.equivalence` writes it; this module reads
+:func:`accepted_codes`) or *refused* (its runs are stale). :mod:`hwlib.study.equivalence` writes it; this module reads
 and checks it, and knows nothing of models or training::
 
     {"format": 1, "entries": [{"task", "from_code", "to_code", "verdict": "accepted" | "refused", "changed": [names],
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import STORE_DIR
+from hwlib.config import STORE_DIR
 
 FORMAT = 1
 
@@ -43,7 +43,7 @@ class EquivalenceError(ValueError):
 
 # ----------------------------------------------------------------------------- the file
 def entry_digest(entry: dict) -> str:
-    from .store import _sha
+    from hwlib.study.store import _sha
 
     return _sha({k: v for k, v in entry.items() if k != "digest"})[:16]
 
@@ -97,7 +97,7 @@ def load(path=EQUIVALENCE_FILE) -> list[dict]:
 
 
 def write_entries(entries: list[dict], path=EQUIVALENCE_FILE) -> None:
-    from .report import atomic_write_text
+    from hwlib.io import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps({"format": FORMAT, "entries": entries}, indent=1, sort_keys=True) + "\n")
 

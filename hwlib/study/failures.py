@@ -2,7 +2,7 @@
 
 Each keypoint of each held-out figure is of type A (heatmap right, the other model wrong), B (the other
 right, heatmap wrong), C (both wrong) or ok (both right) at a normalized-error threshold ``tau``
-(:func:`hwlib.analysis.failure_types`). Counts are made for every seed (heatmap seed ``s`` against the
+(:func:`hwlib.vision.analysis.failure_types`). Counts are made for every seed (heatmap seed ``s`` against the
 other method's seed ``s``) and summarized as mean and sample std over seeds.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import failure_types, rates_by_attribute
-from .config import KEYPOINT_NAMES
+from hwlib.config import KEYPOINT_NAMES
+from hwlib.vision.analysis import failure_types, rates_by_attribute
 
 TYPES = ("A", "B", "C")
 REFERENCE = "heatmap"
@@ -37,7 +37,7 @@ def count_types(types_per_seed: list[dict]) -> dict:
     add up to the number of figures); ``"none"`` counts the figures with no keypoint of type A, B or C.
 
     Args:
-        types_per_seed (list[dict]): one :func:`hwlib.analysis.failure_types` result per seed:
+        types_per_seed (list[dict]): one :func:`hwlib.vision.analysis.failure_types` result per seed:
             ``{"A", "B", "C", "ok": bool array [N, K]}``.
 
     Returns:
@@ -79,7 +79,7 @@ def pool_types(types_per_seed: list[dict]) -> dict:
 
 
 def attribute_rates(types_per_seed: list[dict], meta: dict, keypoints=(1, 2)) -> dict:
-    """:func:`hwlib.analysis.rates_by_attribute` for each attribute of :data:`ATTRIBUTES`, over all seeds
+    """:func:`hwlib.vision.analysis.rates_by_attribute` for each attribute of :data:`ATTRIBUTES`, over all seeds
     pooled (the same figures once per seed, so the ``"n"`` of a bin is seeds x figures)."""
     pooled = pool_types(types_per_seed)
     reps = len(types_per_seed)
@@ -88,7 +88,7 @@ def attribute_rates(types_per_seed: list[dict], meta: dict, keypoints=(1, 2)) ->
 
 
 # ----------------------------------------------------------------------------- models -> types
-# bins of the share of the right hand's knob that is drawn on top (meta ``hand_knob_visible``, hwlib.data)
+# bins of the share of the right hand's knob that is drawn on top (meta ``hand_knob_visible``, hwlib.vision.data)
 KNOB_BINS = ([0.25, 0.5, 0.75], ["under_25", "25_to_50", "50_to_75", "over_75"])
 
 
@@ -96,7 +96,7 @@ def right_hand_by_knob_visible(types_per_seed: list[dict], visible, bins=KNOB_BI
     """The heatmap model's right hand against how much of its knob shows.
 
     Args:
-        types_per_seed: :func:`hwlib.analysis.failure_types` results (heatmap against any other method), one per
+        types_per_seed: :func:`hwlib.vision.analysis.failure_types` results (heatmap against any other method), one per
             seed: the heatmap is right on a keypoint of type ``ok`` or ``A``.
         visible: float ``[N]``, the share of each figure's right-hand knob drawn on top (``hand_knob_visible[:, 1]``).
         bins: ``(edges, names)``: a share ``v`` falls in bin ``i`` when ``edges[i - 1] <= v < edges[i]``.
@@ -178,15 +178,15 @@ def failure_analysis(predictions: dict, seeds, n: int = 1000, data_seed: int | N
     """Classify failures of every seed's headline predictions on the test figures.
 
     For every seed ``s``, the first method's (the heatmap's) predictions of seed ``s`` are compared with each other
-    method's of seed ``s`` through :func:`hwlib.analysis.failure_types`.
+    method's of seed ``s`` through :func:`hwlib.vision.analysis.failure_types`.
 
     Args:
         predictions: ``{decoding: [Tensor[N, K, 2] per seed]}`` (x, y) image px, as
-            :func:`hwlib.experiments.run_keypoint_methods` returns them (``Runs.extra["predictions"]``, read from the
-            run store); each method's headline decoding (:func:`hwlib.keypoints.headline_decoding`) is used.
+            :func:`hwlib.study.arms.run_keypoint_methods` returns them (``Runs.extra["predictions"]``, read from the
+            run store); each method's headline decoding (:func:`hwlib.vision.keypoints.headline_decoding`) is used.
         seeds (iterable[int]): the training seeds, one per entry of each list.
         n (int): number of test figures.
-        data_seed (int, optional): seed of the test figures; default :data:`hwlib.experiments.TEST_SEED`.
+        data_seed (int, optional): seed of the test figures; default :data:`hwlib.study.splits.TEST_SEED`.
         tau (float): normalized-error threshold of a correct keypoint.
         hard_fraction (float): share of hard poses among the test figures.
         methods (tuple[str]): the reference method first, then the methods it is compared with.
@@ -195,14 +195,14 @@ def failure_analysis(predictions: dict, seeds, n: int = 1000, data_seed: int | N
         FailureAnalysis: per-seed types and counts (per keypoint and per figure; a figure counts as type
         X if any of its keypoints is type X), mean and std over seeds, attribute rates over all seeds
         pooled, and the first seed's predictions. The test figures are not stored: rebuild them with
-        :func:`hwlib.experiments.keypoint_data` ``(n, data_seed, hard_fraction)``.
+        :func:`hwlib.study.splits.keypoint_data` ``(n, data_seed, hard_fraction)``.
 
     Raises:
         ValueError: a method's headline decoding is missing, or a list's length is not the number of seeds.
     """
-    from .experiments import TEST_SEED, keypoint_data
-    from .keypoints import headline_decoding
-    from .metrics import keypoint_errors
+    from hwlib.study.splits import TEST_SEED, keypoint_data
+    from hwlib.vision.keypoints import headline_decoding
+    from hwlib.vision.metrics import keypoint_errors
 
     data_seed = TEST_SEED if data_seed is None else data_seed
     seeds = list(seeds)
@@ -253,17 +253,17 @@ def failure_gallery(images, gt, preds_by_model: dict, types: dict, kind: str, pa
     Ground truth is drawn as green circles; each model's predictions as crosses (first model red, second
     blue) joined to the ground truth by dashed error lines; the keypoints of type ``kind`` are ringed in
     orange and named above the column (H head, LH/RH hands, LF/RF feet). With no such figure, the saved
-    figure says so. 6.3 in wide, fonts of 7 pt and more; saved with :func:`hwlib.report.save_figure`.
+    figure says so. 6.3 in wide, fonts of 7 pt and more; saved with :func:`hwlib.study.report.save_figure`.
 
     Args:
         images: ``Tensor[N, 1, 128, 128]`` in [0, 1]. gt: ``Tensor[N, K, 2]`` pixels.
         preds_by_model (dict): ``{row label: Tensor[N, K, 2]}``.
-        types (dict): one :func:`hwlib.analysis.failure_types` result (bool ``[N, K]``).
+        types (dict): one :func:`hwlib.vision.analysis.failure_types` result (bool ``[N, K]``).
         kind (str): ``"A"``, ``"B"`` or ``"C"``.
     """
     import matplotlib.pyplot as plt
 
-    from .report import save_figure
+    from hwlib.study.report import save_figure
 
     mask = np.asarray(types[kind], dtype=bool)
     idx = np.flatnonzero(mask.any(1))[:n]

@@ -1,13 +1,13 @@
 """What each training set asks for, without training: its runs, which the store holds, and the hours left.
 
-Each set of :mod:`hwlib.stages` trains through :func:`hwlib.experiments.run_detectors`,
-:func:`~hwlib.experiments.run_keypoint_methods` or :func:`~hwlib.experiments.run_keypoint_arms`. The plans here list
-the same runs by the same rules (each seed's config through :func:`~hwlib.experiments._validated`, the ceiling runs
-through :func:`~hwlib.experiments.doubled` and :func:`~hwlib.experiments.quarter_validation`), so that each planned
+Each set of :mod:`hwlib.study.stages` trains through :func:`hwlib.study.arms.run_detectors`,
+:func:`~hwlib.study.arms.run_keypoint_methods` or :func:`~hwlib.study.arms.run_keypoint_arms`. The plans here list
+the same runs by the same rules (each seed's config through :func:`~hwlib.study.arms._validated`, the ceiling runs
+through :func:`~hwlib.study.arms.doubled` and :func:`~hwlib.study.arms.quarter_validation`), so that each planned
 run has the training key the set would ask the store for; ``tests/test_plan.py`` trains a set at ``smoke`` and checks
 that its plan then finds every run stored.
 
-A planned run is **stored** (its key, or the key of an older code accepted as equivalent, :mod:`hwlib.accepted`),
+A planned run is **stored** (its key, or the key of an older code accepted as equivalent, :mod:`hwlib.study.accepted`),
 **stale** (the store holds a run of its name, config and seed, trained by a code that was not accepted) or
 **missing**. The hours left come from the runs' own images and this CPU's measured images per second
 (:func:`speeds`): the median of the stored runs of the same model that trained on this CPU with the machine to
@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from .experiments import _seeds_of, _validated, doubled, quarter_validation
+from hwlib.study.arms import _seeds_of, _validated, doubled, quarter_validation
 
 QUIET = 0.1          # a stored run counts for this CPU's speed where other processes took < 10% of the machine
 BUSY = 0.5           # ... and it kept at least half the machine busy itself (not paused for part of its seconds)
@@ -44,7 +44,7 @@ class PlannedRun:
         return self.steps * self.cfg.batch_size
 
     def key(self, code: str) -> str:
-        from .store import training_key
+        from hwlib.study.store import training_key
 
         ignore = self.cfg.unread_by(self.method) if self.task == "keypoint" else frozenset()
         return training_key(self.task, self.method, self.cfg, self.seed, code, 1, ignore)
@@ -59,7 +59,7 @@ class PlannedRun:
 
 def detector_plan(base, arms: dict, seeds, prefix: str = "", validate: bool = False, validate_seeds=None,
                   ceiling=()) -> list[PlannedRun]:
-    """The runs :func:`~hwlib.experiments.run_detectors` asks for with these arguments."""
+    """The runs :func:`~hwlib.study.arms.run_detectors` asks for with these arguments."""
     out = []
     for name, over in arms.items():
         cfg = dataclasses.replace(base, **over)
@@ -74,8 +74,8 @@ def detector_plan(base, arms: dict, seeds, prefix: str = "", validate: bool = Fa
 
 def keypoint_plan(base, arms: dict, seeds: int, prefix: str = "", validate: bool = True, validate_seeds=None,
                   ceiling=(), method: str | None = None) -> list[PlannedRun]:
-    """The runs :func:`~hwlib.experiments.run_keypoint_methods` asks for (``arms``: ``{method: {}}``, ``method``
-    ``None``: each name is its method) or :func:`~hwlib.experiments.run_keypoint_arms` (``arms``: ``{name:
+    """The runs :func:`~hwlib.study.arms.run_keypoint_methods` asks for (``arms``: ``{method: {}}``, ``method``
+    ``None``: each name is its method) or :func:`~hwlib.study.arms.run_keypoint_arms` (``arms``: ``{name:
     overrides}`` of ``method="heatmap"``, ``validate_seeds=0``)."""
     out = []
     for name, over in arms.items():
@@ -92,9 +92,9 @@ def keypoint_plan(base, arms: dict, seeds: int, prefix: str = "", validate: bool
 
 def status(runs: list[PlannedRun], store) -> dict:
     """``{"stored": [...], "stale": [(run, reason)], "missing": [...]}`` of the planned ``runs`` in ``store``."""
-    from .accepted import accepted_codes, equivalence_file
-    from .experiments import training_code
-    from .store import config_dict
+    from hwlib.study.accepted import accepted_codes, equivalence_file
+    from hwlib.study.codes import training_code
+    from hwlib.study.store import config_dict
 
     out = {"stored": [], "stale": [], "missing": []}
     codes = {t: [training_code(t), *accepted_codes(t, training_code(t), path=equivalence_file(store.root))]
@@ -125,8 +125,8 @@ def speeds(runs: list[PlannedRun], store, probe_seconds: float = 3.0, precision:
     least :data:`BUSY` of it their own; ``how`` = "stored"), else,
     for runs recorded before the load was, the fastest of them (``"stored, fastest"``: the one least slowed by
     another process); with none, a probe of its training steps here (``"probe"``, :func:`probe`)."""
-    from .machine import cpu_model
-    from .verify import config_of
+    from hwlib.study.machine import cpu_model
+    from hwlib.study.verify import config_of
 
     here = cpu_model()
     quiet: dict = {}
@@ -162,8 +162,8 @@ def speeds(runs: list[PlannedRun], store, probe_seconds: float = 3.0, precision:
 
 def probe_when_idle(run: PlannedRun, seconds: float = 3.0, precision: str = "auto") -> tuple:
     """``(images per second, "probe")`` of :func:`probe` where no other training holds the machine
-    (:mod:`hwlib.lock`); ``(None, "unmeasured")`` where one does: a probe beside it would measure half a machine."""
-    from .lock import TrainingBusy, training_slot
+    (:mod:`hwlib.study.lock`); ``(None, "unmeasured")`` where one does: a probe beside it would measure half a machine."""
+    from hwlib.study.lock import TrainingBusy, training_slot
 
     import os
 
@@ -183,27 +183,27 @@ def probe_when_idle(run: PlannedRun, seconds: float = 3.0, precision: str = "aut
 
 def probe(run: PlannedRun, seconds: float = 3.0, precision: str = "auto") -> float:
     """Images per second of a few training steps of ``run``'s model, loss and batch on this machine (one warm-up
-    step, then about ``seconds``), as :func:`hwlib.train.fit` runs them (autocast, channels-last with bf16).
+    step, then about ``seconds``), as :func:`hwlib.vision.train.fit` runs them (autocast, channels-last with bf16).
     Validation, data generation and logging are not in it: a run takes somewhat longer."""
     import math
     import time
 
     import torch
 
-    from .data import make_detection_data, make_keypoint_data
-    from .train import autocast, pick_device, resolve_precision
+    from hwlib.vision.data import make_detection_data, make_keypoint_data
+    from hwlib.vision.train import autocast, pick_device, resolve_precision
 
     dev = pick_device("auto")
     prec = resolve_precision(precision, dev)
     cfg = run.cfg
     torch.manual_seed(0)
     if run.task == "detector":
-        from .detector import DetectionLoss, build_detector, images_to_input
+        from hwlib.vision.detector import DetectionLoss, build_detector, images_to_input
 
         images, y = make_detection_data(cfg.batch_size, seed=0)
         model, loss_fn, x = build_detector(cfg), DetectionLoss(cfg), images_to_input(images)
     else:
-        from .keypoints import KeypointLoss, build_keypoint_model
+        from hwlib.vision.keypoints import KeypointLoss, build_keypoint_model
 
         x, y = make_keypoint_data(cfg.batch_size, seed=0)
         model, loss_fn = build_keypoint_model(run.method, cfg), KeypointLoss(run.method, cfg)

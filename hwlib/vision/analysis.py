@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .boxes import _iou
-from .config import CLASS_NAMES, DetectorConfig
-from .metrics import match_detections
+from hwlib.config import CLASS_NAMES, DetectorConfig
+from hwlib.vision.boxes import _iou
+from hwlib.vision.metrics import match_detections
 
 BUCKETS = ("small", "medium", "large")
 SIZE_BUCKETS = DetectorConfig().size_buckets   # default boundaries (39, 91) px; see DetectorConfig
@@ -71,7 +71,7 @@ def best_anchor_iou(boxes: torch.Tensor, anchors) -> tuple[np.ndarray, np.ndarra
 
 def assignment_statistics(targets, anchors, anchor_t=4.0, neighbour_cells=True, assignment: str = "ratio",
                           by: str = "class", boundaries=SIZE_BUCKETS) -> np.ndarray:
-    """Mean positives per image that the training assignment (:func:`hwlib.detector.assign_targets`) gives each
+    """Mean positives per image that the training assignment (:func:`hwlib.vision.detector.assign_targets`) gives each
     head (rows S1, S2, S3), from the objects of each class (``by="class"``: columns circle, square, triangle) or
     of each size bucket (``by="size"``: columns small, medium, large by sqrt(w*h) against ``boundaries``).
 
@@ -80,7 +80,7 @@ def assignment_statistics(targets, anchors, anchor_t=4.0, neighbour_cells=True, 
         anchors: square anchor sides in pixels, per head; ``anchor_t``, ``neighbour_cells``, ``assignment``: as in
             :class:`~hwlib.config.DetectorConfig`.
     """
-    from .detector import STRIDES, assign_targets
+    from hwlib.vision.detector import STRIDES, assign_targets
 
     if by not in ("class", "size"):
         raise ValueError(f"by must be 'class' or 'size', got {by!r}")
@@ -101,7 +101,7 @@ def positive_anchor_scores(outputs, targets, cfg) -> dict:
     objectness that never learned to fire as a good box with a low score ranked below background boxes.)
 
     Args:
-        outputs: raw head outputs ``(P1, P2, P3)``, each ``[N, A*(5+C), H, W]`` (:class:`~hwlib.detector.MultiScaleDetector`).
+        outputs: raw head outputs ``(P1, P2, P3)``, each ``[N, A*(5+C), H, W]`` (:class:`~hwlib.vision.detector.MultiScaleDetector`).
         targets: list of ``N`` dicts ``{"boxes": Tensor[M, 4] (x1, y1, x2, y2) pixels, "labels": Tensor[M]}``.
         cfg: the :class:`~hwlib.config.DetectorConfig` the model trained with (anchors and assignment rule).
 
@@ -115,7 +115,7 @@ def positive_anchor_scores(outputs, targets, cfg) -> dict:
         ``object_score`` and ``object_rank``, those of the object's best-scoring positive; plus
         ``"image_top_score"``, the median over images of the highest score of any box.
     """
-    from .detector import STRIDES, _flatten_targets, assign_targets, decode_outputs
+    from hwlib.vision.detector import STRIDES, _flatten_targets, assign_targets, decode_outputs
 
     nc = len(CLASS_NAMES)
     boxes, scores, labels, _ = decode_outputs(outputs, cfg.anchors, nc)                        # [N, K, ...]
@@ -194,7 +194,7 @@ def ap_by_class_and_size(preds, targets, boundaries=SIZE_BUCKETS) -> dict:
 
     Detections are assigned to the bucket of their own box size, so a class is scored on how well it
     is found *at that size*."""
-    from .metrics import evaluate_detections
+    from hwlib.vision.metrics import evaluate_detections
 
     out = {n: {} for n in CLASS_NAMES}
     for b, bname in enumerate(BUCKETS):
@@ -245,7 +245,7 @@ def data_statistics(targets, keypoint_meta: dict | None = None, buckets=SIZE_BUC
     Args:
         targets (list[dict]): one dict per detection image with ``"boxes"`` (``Tensor[M, 4]`` x1, y1, x2, y2
             in pixels) and ``"labels"`` (``Tensor[M]`` class indices into :data:`~hwlib.config.CLASS_NAMES`).
-        keypoint_meta (dict, optional): the ``meta`` of :func:`hwlib.data.make_keypoint_data` (``return_meta=True``):
+        keypoint_meta (dict, optional): the ``meta`` of :func:`hwlib.vision.data.make_keypoint_data` (``return_meta=True``):
             per-figure arrays ``"hard"`` (0 normal, 1 hands together, 2 hands on torso), ``"ambiguous"``
             (bool) and ``"hand_distance"`` (pixels). Without it the ``kp_*`` entries are left out.
         buckets (tuple[float, float]): size boundaries small | medium | large of :func:`size_bucket`,
@@ -255,11 +255,11 @@ def data_statistics(targets, keypoint_meta: dict | None = None, buckets=SIZE_BUC
         dict: ``n_images``; ``objects_per_image`` (mean) and ``objects_per_image_range`` ``[min, max]``;
         ``class_counts`` ``{class: objects}``; ``size_range`` ``{class: [min, max]}`` of the object size
         sqrt(w*h) in pixels (``[nan, nan]`` for a class with no object); ``generator_size_range`` (the
-        generator's ranges, :data:`hwlib.data.CLASS_SIZE_RANGES`); ``bucket_share`` ``{small, medium,
+        generator's ranges, :data:`hwlib.vision.data.CLASS_SIZE_RANGES`); ``bucket_share`` ``{small, medium,
         large: share of all objects}``; ``kp_hard_share`` (share of figures with a hard pose);
         ``kp_ambiguous_share``; ``kp_hand_distance_median`` (pixels). Plain Python numbers throughout.
     """
-    from .data import CLASS_SIZE_RANGES
+    from hwlib.vision.data import CLASS_SIZE_RANGES
 
     per_image = np.array([len(t["labels"]) for t in targets], dtype=np.int64)
     sizes = (np.concatenate([_gt_sizes([t])[0] for t in targets]) if targets else np.zeros(0)).astype(float)
@@ -291,7 +291,7 @@ def data_statistics(targets, keypoint_meta: dict | None = None, buckets=SIZE_BUC
 
 def tp_table_of_record(metrics: dict, targets, protocol: str = "seed", boundaries=SIZE_BUCKETS) -> dict:
     """The :func:`head_bucket_table` of one run rebuilt from its record's metrics (``tp_share_<protocol>``,
-    ``recall_<protocol>``, :func:`hwlib.experiments.detector_metrics`) and the ground truth it was scored on, without
+    ``recall_<protocol>``, :func:`hwlib.study.detection.detector_metrics`) and the ground truth it was scored on, without
     its weights: ``tp = share x n_gt`` (exact: the shares are integer counts divided by ``max(n_gt, 1)``).
 
     Returns:

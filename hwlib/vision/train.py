@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import OPTIMIZERS, SCHEDULES
-from .report import atomic_write_bytes, atomic_write_text, to_jsonable
+from hwlib.config import OPTIMIZERS, SCHEDULES
+from hwlib.io import atomic_write_bytes, atomic_write_text, to_jsonable
 
 
 class NonFiniteLossError(RuntimeError):

@@ -29,7 +29,7 @@ def _convs(*modules):
 
 
 def detector_rf(model) -> dict:
-    """Theoretical receptive field of each head of a :class:`hwlib.detector.MultiScaleDetector`."""
+    """Theoretical receptive field of each head of a :class:`hwlib.vision.detector.MultiScaleDetector`."""
     trunk = [model.block1, model.block2, model.block3, model.block4]
     out = {}
     for level, name in enumerate(("S1", "S2", "S3")):

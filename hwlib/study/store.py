@@ -1,7 +1,7 @@
 """The run store: one small committed JSON file per training run, so that training accumulates.
 
 A run is identified by its **training key**: the sha256 of its task, method, seed, config and a hash of the
-code on the training path (:func:`closure_digest` of :data:`hwlib.experiments.TRAINING_PATH`: every hwlib function,
+code on the training path (:func:`closure_digest` of :data:`hwlib.study.codes.TRAINING_PATH`: every hwlib function,
 class and value that the task's training reaches). Its file (``results/runs/<name>.<key[:12]>.json``) holds what the
 notebooks read of it, so that a report can be rebuilt without its weights::
 
@@ -10,12 +10,12 @@ notebooks read of it, so that a report can be rebuilt without its weights::
      "training_key": "<sha256>",
      "machine": {"cpu", "cpu_kind", "threads", "torch", ...}, "device": "cpu" | "cuda: <GPU>", "precision": "bf16",
      "train_seconds": 596.0, "train_images": 12800, "steps": 1600, "finished": "2026-12-05T22:00:00Z",
-     "history": {...},                        # hwlib.train.History, per-step lists thinned to <= HISTORY_POINTS
+     "history": {...},                        # hwlib.vision.train.History, per-step lists thinned to <= HISTORY_POINTS
      "evaluations": {"<evaluation key>": {"spec": {...}, "metrics": {...}, "predictions": {name: packed array},
                                           "machine": {...}, "precision": "bf16"}}}
 
 An **evaluation key** is the sha256 of an evaluation's spec (its kind, split, images, decoding) and a hash of the
-evaluation code (:data:`hwlib.experiments.EVAL_PATH`): a stored run whose evaluation key is stale is evaluated again from its
+evaluation code (:data:`hwlib.study.codes.EVAL_PATH`): a stored run whose evaluation key is stale is evaluated again from its
 local checkpoint, or retrained where there is none.
 
 Where the store is for a profile: :attr:`hwlib.config.Profile.store` (``results/runs/`` for ``cpu`` and ``paper``,
@@ -46,8 +46,8 @@ from pathlib import Path, PurePath
 import numpy as np
 import torch
 
-from .config import STORE_DIR, ZOO_DIR, ZOO_MANIFEST
-from .report import atomic_write_text, to_jsonable
+from hwlib.config import STORE_DIR, ZOO_DIR, ZOO_MANIFEST
+from hwlib.io import atomic_write_text, to_jsonable
 
 FORMAT = 1
 HISTORY_POINTS = 256       # per-step loss points kept in a stored history (evaluations are all kept)
@@ -420,7 +420,7 @@ class RunRecord:
         return self.data["name"]
 
     def history(self):
-        from .train import History
+        from hwlib.vision.train import History
 
         return History.from_dict(self.data["history"])
 
@@ -535,9 +535,9 @@ class RunStore:
 def new_record(task: str, method: str, name: str, cfg, seed: int, history, code: str, world_size: int = 1,
                ignore=frozenset(), machine: dict | None = None, steps: int | None = None,
                batch_size: int | None = None, code_parts: dict | None = None) -> dict:
-    """The dict of a freshly finished run (no evaluation yet); ``history`` a :class:`~hwlib.train.History`;
+    """The dict of a freshly finished run (no evaluation yet); ``history`` a :class:`~hwlib.vision.train.History`;
     ``code_parts`` the :func:`code_closure` that ``code`` hashes (kept so that a later change can be named)."""
-    from .machine import machine_record
+    from hwlib.study.machine import machine_record
 
     h = history.to_dict() if hasattr(history, "to_dict") else dict(history)
     steps = steps if steps is not None else getattr(cfg, "steps", None)
@@ -569,7 +569,7 @@ def size_bytes(root=STORE_DIR) -> int:
 def zoo_file_of(training_key: str, out_dir=ZOO_DIR) -> Path | None:
     """The zoo file (``models/<name>.pt``) exported from the run of ``training_key``, or ``None``: how a figure that
     needs a stored run's weights finds them on a machine that did not train it (the manifest, written by
-    :mod:`hwlib.zoo`, names each model's training key)."""
+    :mod:`hwlib.study.zoo`, names each model's training key)."""
     try:
         manifest = json.loads((Path(out_dir) / ZOO_MANIFEST).read_text())
     except (OSError, ValueError):

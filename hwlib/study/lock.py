@@ -1,7 +1,7 @@
 """One training at a time on a machine, and what else ran beside each.
 
 Two trainings on two cores take four to ten times as long each, and their timings mean nothing. Every training of
-the project (:func:`hwlib.experiments.obtain_run`, :func:`hwlib.verify.retrain`) runs inside
+the project (:func:`hwlib.study.obtain.obtain_run`, :func:`hwlib.study.verify.retrain`) runs inside
 :func:`training_slot`: an exclusive lock on one file that every checkout and worktree on the machine shares
 (``$TMPDIR/hwlib-training.lock``; ``HWLIB_TRAINING_LOCK=<path>`` another, ``=off`` none). A training that finds it
 held waits, saying who holds it (``HWLIB_TRAINING_LOCK_WAIT=refuse``: stops with that message instead). The ranks

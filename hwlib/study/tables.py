@@ -1,15 +1,15 @@
 """The report's tables, built from result records (SPEC §7): ``(header, rows)`` for
-:func:`hwlib.report.write_table`. A row is a list of cells (the first a plain-text label) or ``"midrule"``.
+:func:`hwlib.study.report.write_table`. A row is a list of cells (the first a plain-text label) or ``"midrule"``.
 
-Every cell of a record's metric is ``mean ± std`` over its seeds (:func:`hwlib.results.pm`); an arm's
-paired difference against its baseline is ``mean [95% CI]`` (:func:`hwlib.results.diff_cell`).
+Every cell of a record's metric is ``mean ± std`` over its seeds (:func:`hwlib.study.results.pm`); an arm's
+paired difference against its baseline is ``mean [95% CI]`` (:func:`hwlib.study.results.diff_cell`).
 """
 
 from __future__ import annotations
 
-from .config import CLASS_NAMES, KEYPOINT_NAMES
-from .keypoints import DECODINGS
-from .results import diff_cell, pm
+from hwlib.config import CLASS_NAMES, KEYPOINT_NAMES
+from hwlib.study.results import diff_cell, pm
+from hwlib.vision.keypoints import DECODINGS
 
 TAUS = ("0.05", "0.1", "0.15", "0.2")
 _LABELS = {"seed_exact": "seed-exact", "rf_aware": "rf-aware"}
@@ -36,7 +36,7 @@ def head_bucket_table(tb: dict, tb_std: dict, seed_tp, buckets):
     """The head x size-bucket table of one model: true positives (seed protocol) as counts and as shares of
     each bucket's ground truth, beside the seed's counts; recall per bucket under both protocols.
 
-    ``tb`` / ``tb_std``: :func:`hwlib.analysis.head_bucket_table` at the seed / standard protocol."""
+    ``tb`` / ``tb_std``: :func:`hwlib.vision.analysis.head_bucket_table` at the seed / standard protocol."""
     rows = []
     for h in range(3):
         share = [tb["tp"][h][b] / max(int(tb["n_gt"][b]), 1) for b in range(3)]
@@ -72,7 +72,7 @@ def tp_share_table(arms: dict):
 
 def positives_table(positives: dict, buckets):
     """Positives per image of each head under each assignment (anchor set, rule): rows ``{label: [3 heads][3 size
-    buckets]}`` (:func:`hwlib.analysis.assignment_statistics`, ``by="size"``); columns S1, S2, S3 (all objects)
+    buckets]}`` (:func:`hwlib.vision.analysis.assignment_statistics`, ``by="size"``); columns S1, S2, S3 (all objects)
     and, for the medium objects the seed says S2 and S3 contend for, the positives each of S2 and S3 takes."""
     rows = []
     for label, m in positives.items():
@@ -82,7 +82,7 @@ def positives_table(positives: dict, buckets):
 
 def positive_scores_table(diagnosis: dict):
     """How trained detectors treat their own positive anchors: rows ``{label: positive_anchor_scores result}``
-    (:func:`hwlib.analysis.positive_anchor_scores`, all classes); columns positives per object, the positives' median
+    (:func:`hwlib.vision.analysis.positive_anchor_scores`, all classes); columns positives per object, the positives' median
     IoU with their object (and, in parentheses, that of their prior box: the anchor centred in its cell), their median
     probability of the right class and objectness, and the median score and rank (boxes of the image that score
     higher) of each object's best positive, beside the median of each image's top score."""
@@ -167,7 +167,7 @@ def subset_table(methods: dict, subset: str):
 
 
 def _headline(method: str) -> str:
-    from .keypoints import headline_decoding
+    from hwlib.vision.keypoints import headline_decoding
 
     return headline_decoding(method)
 

@@ -1,6 +1,6 @@
 """Checkpoints back to models: the model class a checkpoint stores, its config rebuilt, its weights loaded (fp32).
 
-Beneath the experiment layer: :mod:`hwlib.experiments`, :mod:`hwlib.evaluate` and :mod:`hwlib.zoo` read
+Beneath the experiment layer: :mod:`hwlib.experiments`, :mod:`hwlib.study.evaluate` and :mod:`hwlib.study.zoo` read
 checkpoints through :func:`load_model`.
 """
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import DetectorConfig, KeypointConfig, before_field_existed
-from .detector import build_detector
-from .keypoints import build_keypoint_model
-from .train import CheckpointError, load_checkpoint
+from hwlib.config import DetectorConfig, KeypointConfig, before_field_existed
+from hwlib.vision.detector import build_detector
+from hwlib.vision.keypoints import build_keypoint_model
+from hwlib.vision.train import CheckpointError, load_checkpoint
 
 # model class stored in the checkpoint -> (task, method)
 MODEL_CLASSES = {"MultiScaleDetector": ("detector", None), "HeatmapNet": ("keypoint", "heatmap"),
@@ -69,8 +69,8 @@ def load_model(path, task: str | None = None):
     """Build the model a checkpoint describes and load its weights as float32.
 
     Args:
-        path: a checkpoint written by :func:`hwlib.train.save_checkpoint` (or a bf16 zoo file of
-            :mod:`hwlib.zoo`; bf16 weights are cast to the fp32 model's dtype).
+        path: a checkpoint written by :func:`hwlib.vision.train.save_checkpoint` (or a bf16 zoo file of
+            :mod:`hwlib.study.zoo`; bf16 weights are cast to the fp32 model's dtype).
         task: ``"detector"`` or ``"keypoint"`` to insist on one task; ``None`` accepts either.
 
     Returns:

@@ -1,5 +1,5 @@
 """What machine this is: CPU model and kind, threads, bf16 support, torch, GPU. Read by the pipeline's stage records,
-the benchmark, the zoo and every run the store records (:mod:`hwlib.store`)."""
+the benchmark, the zoo and every run the store records (:mod:`hwlib.study.store`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .train import bf16_native, cpu_flags, cpu_kind
+from hwlib.vision.train import bf16_native, cpu_flags, cpu_kind
 
 
 def cpu_model() -> str:
