@@ -292,6 +292,22 @@ def pm(record: dict, metric: str, *sub, digits: int = 3, scale: float = 1.0) -> 
     return f"{m * scale:.{digits}f} $\\pm$ {s * scale:.{digits}f}"
 
 
+def ci_cell(record: dict, metric: str, *sub, digits: int = 2) -> str:
+    """``"0.95 [0.93, 0.97]"``: a record's mean of one metric and its 95% interval over seeds (the mean alone where
+    one seed gives no interval). ``sub`` indexes into dict- or list-valued metrics (``ci_cell(r, "tp_share_seed", 0,
+    1)``: head S1, medium objects)."""
+    rec = record.to_json() if isinstance(record, Record) else record
+    m, ci = rec["mean"][metric], rec["ci95"][metric]
+    for k in sub:
+        m, ci = m[k], ci[k]
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "n/a"
+    lo, hi = ci
+    if lo is None or not np.isfinite(lo):
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def diff_cell(record: dict, metric: str, *sub, digits: int = 3) -> str:
     """``"+0.012 [-0.004, 0.028]"`` from an arm's ``paired_diff``; a star marks an interval that excludes 0.
     ``sub`` indexes into a dict-valued metric's differences (``diff_cell(r, "ap_standard", "circle")``)."""

@@ -8,7 +8,7 @@ paired difference against its baseline is ``mean [95% CI]`` (:func:`hwlib.study.
 from __future__ import annotations
 
 from hwlib.config import CLASS_NAMES, KEYPOINT_NAMES
-from hwlib.study.results import diff_cell, pm
+from hwlib.study.results import ci_cell, diff_cell, pm
 from hwlib.vision.keypoints import DECODINGS
 
 TAUS = ("0.05", "0.1", "0.15", "0.2")
@@ -32,21 +32,22 @@ def ap_table(models: dict, seed_results: dict):
     return ["", *CLASS_NAMES, "mAP@0.5"], rows
 
 
-def head_bucket_table(tb: dict, tb_std: dict, seed_tp, buckets):
-    """The head x size-bucket table of one model: true positives (seed protocol) as counts and as shares of
-    each bucket's ground truth, beside the seed's counts; recall per bucket under both protocols.
+def head_size_table(record: dict, n_gt, seed_tp, buckets):
+    """The head x size-bucket table over seeds: each head's true positives under the original protocol as a share of
+    each size bucket's ground truth, mean [95% CI] over the record's seeds (:func:`~hwlib.study.results.ci_cell`),
+    beside the original study's counts; recall per bucket under both protocols, mean [95% CI].
 
-    ``tb`` / ``tb_std``: :func:`hwlib.vision.analysis.head_bucket_table` at the seed / standard protocol."""
-    rows = []
-    for h in range(3):
-        share = [tb["tp"][h][b] / max(int(tb["n_gt"][b]), 1) for b in range(3)]
-        rows.append([f"S{h + 1}", *[f"{int(v)} ({s:.2f})" for v, s in zip(tb["tp"][h], share)],
-                     *[str(v) for v in seed_tp[h]]])
+    ``record``: a detector record (``tp_share_seed`` ``[3 heads][3 buckets]``, ``recall_seed`` / ``recall_standard``
+    ``[3 buckets]``); ``n_gt``: ground-truth objects per bucket of the test images; ``seed_tp``: the original counts."""
+    rows = [[f"S{h + 1}", *[ci_cell(record, "tp_share_seed", h, b) for b in range(3)], *[str(v) for v in seed_tp[h]]]
+            for h in range(3)]
     rows += ["midrule",
-             ["recall (conf >= 0.5)", *[f"{v:.3f}" for v in tb["recall"]], "", "", ""],
-             ["recall (conf >= 0.001)", *[f"{v:.3f}" for v in tb_std["recall"]], "", "", ""],
-             ["GT objects", *[str(int(v)) for v in tb["n_gt"]], "", "", ""]]
-    return ["head", *[f"ours {b}" for b in buckets], *[f"original {b}" for b in buckets]], rows
+             ["recall (conf >= 0.5)", *[ci_cell(record, "recall_seed", b) for b in range(3)], "", "", ""],
+             ["recall (conf >= 0.001)", *[ci_cell(record, "recall_standard", b) for b in range(3)], "", "", ""],
+             ["GT objects", *[str(int(v)) for v in n_gt], "", "", ""]]
+    n = len(record["seeds"])
+    return ["head", *[f"ours {b} ({n} seed{'s' if n != 1 else ''})" for b in buckets],
+            *[f"original {b} (count)" for b in buckets]], rows
 
 
 def arms_table(arms: dict, headline: dict | None = None, headline_label: str = ""):
