@@ -167,3 +167,12 @@ def test_value_at_images_takes_the_last_evaluation_not_past_it():
     assert value_at_images(h, 8, 319, "pck") == 0.5          # 40 x 8 = 320 > 319
     assert value_at_images(h, 8, 79, "pck") is None          # nothing yet
     assert value_at_images(h, 8, 10_000, "other") is None
+
+
+def test_diff_cell_stars_only_an_interval_that_excludes_0_as_printed():
+    cell = lambda lo, hi: diff_cell({"paired_diff": {"m": {"mean": (lo + hi) / 2, "ci95": [lo, hi],  # noqa: E731
+                                                            "significant": lo > 0 or hi < 0}}}, "m")
+    assert cell(0.0004, 0.0094) == "+0.005 [+0.000, +0.009]"          # excludes 0, but reads as touching it
+    assert cell(0.0006, 0.0094) == "+0.005 [+0.001, +0.009]$^*$"
+    assert cell(-0.0094, -0.0004) == "-0.005 [-0.009, -0.000]"
+    assert cell(-0.004, 0.010) == "+0.003 [-0.004, +0.010]"

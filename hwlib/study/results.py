@@ -309,7 +309,8 @@ def ci_cell(record: dict, metric: str, *sub, digits: int = 2) -> str:
 
 
 def diff_cell(record: dict, metric: str, *sub, digits: int = 3) -> str:
-    """``"+0.012 [-0.004, 0.028]"`` from an arm's ``paired_diff``; a star marks an interval that excludes 0.
+    """``"+0.012 [-0.004, 0.028]"`` from an arm's ``paired_diff``; a star marks an interval that excludes 0 as printed
+    (``[+0.000, +0.009]`` touches 0 at this precision: no star).
     ``sub`` indexes into a dict-valued metric's differences (``diff_cell(r, "ap_standard", "circle")``)."""
     d = record.get("paired_diff", {}).get(metric)
     for k in sub:
@@ -319,5 +320,7 @@ def diff_cell(record: dict, metric: str, *sub, digits: int = 3) -> str:
     lo, hi = d["ci95"]
     if lo is None or not np.isfinite(lo):
         return f"{d['mean']:+.{digits}f}"
-    star = "$^*$" if d["significant"] else ""
-    return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{star}"
+    lo_s, hi_s = f"{lo:+.{digits}f}", f"{hi:+.{digits}f}"
+    # the star marks an interval that excludes 0 as printed: one that reads "+0.000" at a bound touches 0
+    star = "$^*$" if d["significant"] and float(lo_s) != 0 and float(hi_s) != 0 else ""
+    return f"{d['mean']:+.{digits}f} [{lo_s}, {hi_s}]{star}"

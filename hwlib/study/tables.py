@@ -8,11 +8,11 @@ paired difference against its baseline is ``mean [95% CI]`` (:func:`hwlib.study.
 from __future__ import annotations
 
 from hwlib.config import CLASS_NAMES, KEYPOINT_NAMES
+from hwlib.study.names import model_name, protocol_name
 from hwlib.study.results import ci_cell, diff_cell, pm
 from hwlib.vision.keypoints import DECODINGS
 
 TAUS = ("0.05", "0.1", "0.15", "0.2")
-_LABELS = {"seed_exact": "seed-exact", "rf_aware": "rf-aware"}
 
 
 def _n(record) -> str:
@@ -20,14 +20,14 @@ def _n(record) -> str:
 
 
 def ap_table(models: dict, seed_results: dict):
-    """Per-class AP and mAP@0.5 of the headline detectors under both protocols, the seed's row first.
+    """Per-class AP and mAP@0.5 of the two networks under both protocols, the original study's row first.
 
     ``models``: ``{name: record}`` with ``ap_standard`` / ``ap_seed`` dicts and ``map_*``."""
     sd = seed_results["detector"]
-    rows = [["original study (seed protocol)", *[f"{sd['ap'][n]:.3f}" for n in CLASS_NAMES], f"{sd['map']:.3f}"], "midrule"]
+    rows = [["original study, original protocol", *[f"{sd['ap'][n]:.3f}" for n in CLASS_NAMES], f"{sd['map']:.3f}"], "midrule"]
     for name, r in models.items():
         for proto in ("seed", "standard"):
-            rows.append([f"{_LABELS.get(name, name)}{_n(r)}, {proto} protocol",
+            rows.append([f"{model_name(name)}{_n(r)}, {protocol_name(proto)}",
                          *[pm(r, f"ap_{proto}", n) for n in CLASS_NAMES], pm(r, f"map_{proto}")])
     return ["", *CLASS_NAMES, "mAP@0.5"], rows
 
@@ -54,19 +54,19 @@ def arms_table(arms: dict, headline: dict | None = None, headline_label: str = "
     """Detector arms: AP per class and mAP (mean ± std) and the paired difference in standard-protocol mAP
     against the baseline (mean [95% CI], * where the interval excludes 0); optional headline row."""
     def row(name, r):
-        return [name + _n(r), *[pm(r, "ap_standard", n) for n in CLASS_NAMES], pm(r, "map_standard"),
+        return [model_name(name) + _n(r), *[pm(r, "ap_standard", n) for n in CLASS_NAMES], pm(r, "map_standard"),
                 pm(r, "map_seed"), diff_cell(r, "map_standard")]
 
     rows = [row(name, r) for name, r in arms.items()]
     if headline is not None:
         rows += ["midrule", row(headline_label, headline)]
-    return ["arm", *[f"AP {n}" for n in CLASS_NAMES], "mAP std.", "mAP seed", "$\\Delta$ mAP std. [95\\% CI]"], rows
+    return ["arm", *[f"AP {n}" for n in CLASS_NAMES], "mAP std.", "mAP orig.", "$\\Delta$ mAP std. [95\\% CI]"], rows
 
 
 def tp_share_table(arms: dict):
-    """Each arm's true positives under the seed protocol by head, as shares of each size bucket's ground truth
+    """Each arm's true positives under the original protocol by head, as shares of each size bucket's ground truth
     (mean over seeds): ``S1 s/m/l | S2 s/m/l | S3 s/m/l``."""
-    rows = [[name, *[" / ".join(f"{v:.2f}" for v in row) for row in r["mean"]["tp_share_seed"]]]
+    rows = [[model_name(name), *[" / ".join(f"{v:.2f}" for v in row) for row in r["mean"]["tp_share_seed"]]]
             for name, r in arms.items()]
     return ["arm", "S1 (s/m/l)", "S2 (s/m/l)", "S3 (s/m/l)"], rows
 
@@ -101,7 +101,7 @@ def positive_scores_table(diagnosis: dict):
 
 def pck_table(methods: dict, seed_results: dict):
     """PCK at the four thresholds (bbox norm) of every decoding of every method (mean ± std over seeds),
-    and the seed's published figures."""
+    and the original study's published figures."""
     rows = []
     for name, d in DECODINGS.items():
         r = methods.get(d.method)
@@ -130,10 +130,10 @@ def per_keypoint_table(methods: dict):
 
 
 def ablation_table(arms: dict):
-    """Heatmap ablation arms: seeds, PCK@0.05 with DARK and argmax, PCK@0.2 DARK, the seed's heatmap MSE
+    """Heatmap ablation arms: seeds, PCK@0.05 with DARK and argmax, PCK@0.2 DARK, the original study's heatmap MSE
     (x 1000), and the paired difference in PCK@0.05 DARK against the baseline arm. Two-line headers and a
     seeds column keep it narrow enough to print at its font size."""
-    rows = [[name, str(len(r["seeds"])), pm(r, "pck_0.05"), _pm_path(r, ("decodings", "heatmap_argmax"), "pck_0.05"),
+    rows = [[model_name(name), str(len(r["seeds"])), pm(r, "pck_0.05"), _pm_path(r, ("decodings", "heatmap_argmax"), "pck_0.05"),
              pm(r, "pck_0.2"), pm(r, "heatmap_mse", scale=1e3), diff_cell(r, "pck_0.05")] for name, r in arms.items()]
     # two lines of equal height (struts), the second braced: "\\\\[" would read "[" as a length
     two = lambda a, b: f"\\shortstack{{\\strut {a}\\\\{{\\strut {b}}}}}"   # noqa: E731
@@ -142,15 +142,16 @@ def ablation_table(arms: dict):
 
 
 def decoding_arms_table(arms: dict):
-    """The seed's decoding-only proposals re-decoding trained models (no training): mAP under the seed protocol
+    """The original study's decoding-only proposals re-decoding trained models (no training): mAP under the original
+    protocol
     and the standard one (mean ± std) and each one's paired difference against the same models decoded as
     usual (mean [95% CI], * where the interval excludes 0). ``arms``: ``{"<model>, <proposal>": record}``."""
     rows = []
     for name, r in arms.items():
         model, _, proposal = name.partition(", ")
-        rows.append([f"{_LABELS.get(model, model)}: {proposal}", str(len(r["seeds"])), pm(r, "map_seed"),
+        rows.append([f"{model_name(model)}: {proposal}", str(len(r["seeds"])), pm(r, "map_seed"),
                      diff_cell(r, "map_seed"), pm(r, "map_standard"), diff_cell(r, "map_standard")])
-    return ["model: decoding", "seeds", "mAP seed prot.", "$\\Delta$ [95\\% CI]", "mAP std.",
+    return ["model: decoding", "seeds", "mAP orig. prot.", "$\\Delta$ [95\\% CI]", "mAP std.",
             "$\\Delta$ [95\\% CI]"], rows
 
 
