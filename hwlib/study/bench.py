@@ -32,6 +32,7 @@ import time
 import numpy as np
 import torch
 
+from hwlib.config import ACCURACY_GOALS
 from hwlib.vision.train import History
 
 GLIBC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
@@ -412,17 +413,31 @@ def _histories(P):
     return out
 
 
+# run -> (metric, axis label, the reader's name of the model); the goal of each is ACCURACY_GOALS[run]
+_GOAL_RUNS = {"seed_exact": ("map_standard", "mAP@0.5 (standard)", "original network"),
+              "rf_aware": ("map_standard", "mAP@0.5 (standard)", "RF-aware network"),
+              "heatmap": ("pck_0.05", "PCK@0.05", "heatmap model (DARK)")}
+
+
+def _goal_keys() -> dict:
+    """run -> the records' key of its time (``<key>_s``) and images to accuracy: ``detector_map50_0.85`` ..."""
+    g = ACCURACY_GOALS
+    return {"seed_exact": f"detector_map50_{g['detector']:g}", "rf_aware": f"rf_aware_map50_{g['rf_aware']:g}",
+            "heatmap": f"heatmap_pck05_{g['heatmap']:g}"}
+
+
+def _goal(run: str) -> float:
+    return ACCURACY_GOALS["detector" if run == "seed_exact" else run]
+
+
 def time_to_accuracy(P) -> dict:
-    """Training seconds (evaluation excluded) to the report's accuracy goals, from the cpu run's logs (or,
-    without them, from the committed results)."""
-    goals = {"detector_map50_0.85_s": ("seed_exact", "map_standard", 0.85),
-             "rf_aware_map50_0.95_s": ("rf_aware", "map_standard", 0.95),
-             "heatmap_pck05_0.95_s": ("heatmap", "pck_0.05", 0.95)}
+    """Training seconds (evaluation excluded) to the report's accuracy goals (:data:`hwlib.config.ACCURACY_GOALS`),
+    from the cpu run's logs (or, without them, from the committed results)."""
     hist = _histories(P)
     out = {}
-    for key, (run, metric, goal) in goals.items():
-        t = History.from_dict(hist[run]).first_reaching(metric, goal) if run in hist else None
-        out[key] = t if t is not None else float("nan")
+    for run, key in _goal_keys().items():
+        t = History.from_dict(hist[run]).first_reaching(_GOAL_RUNS[run][0], _goal(run)) if run in hist else None
+        out[key + "_s"] = t if t is not None else float("nan")
     if not hist:
         for name in ("02_detector_training", "04_keypoint_training"):
             p = P.generated_dir / f"{name}.json"
@@ -434,7 +449,7 @@ def time_to_accuracy(P) -> dict:
 def images_to_accuracy(P) -> dict:
     """Training images (steps x batch, machine-independent) to the report's accuracy goals, as notebooks 02 and
     04 recorded them from seed 0's validation log (SPEC §7 keys; NaN where a goal was not reached or not run)."""
-    out = {"detector_map50_0.85": float("nan"), "rf_aware_map50_0.95": float("nan"), "heatmap_pck05_0.95": float("nan")}
+    out = dict.fromkeys(_goal_keys().values(), float("nan"))
     for name in ("02_detector_training", "04_keypoint_training"):
         p = P.generated_dir / f"{name}.json"
         if p.exists():
@@ -446,15 +461,13 @@ def _time_to_accuracy_figure(P) -> None:
     from hwlib.study import plots
 
     hist = _histories(P)
-    if not all(k in hist for k in ("seed_exact", "rf_aware", "heatmap")):
+    if not all(k in hist for k in _GOAL_RUNS):
         print("no training logs under runs/cpu: time-to-accuracy figure not redrawn")
         return
     curves = {}
-    for label, run, metric, goal, ylabel in (("seed-exact detector", "seed_exact", "map_standard", 0.85, "mAP@0.5 (standard)"),
-                                             ("receptive-field-aware detector", "rf_aware", "map_standard", 0.95, "mAP@0.5 (standard)"),
-                                             ("heatmap model (DARK)", "heatmap", "pck_0.05", 0.95, "PCK@0.05")):
+    for run, (metric, ylabel, label) in _GOAL_RUNS.items():
         ev = hist[run]["evals"]
-        curves[label] = ([e["seconds"] for e in ev], [e[metric] for e in ev], goal, ylabel)
+        curves[label] = ([e["seconds"] for e in ev], [e[metric] for e in ev], _goal(run), ylabel)
     plots.time_to_accuracy(curves, P.figures_dir / "07_time_to_accuracy.pdf")
 
 

@@ -15,15 +15,13 @@ from hwlib.vision import keypoints as kp
 
 # The training path decides a run's weights and validation curve (data streams, batches, model, loss, fit,
 # validation); the evaluation path turns weights into a record's metrics (decoding, matching, AP, PCK, head x size
-# tables). The roots of the code that a run's training, or an evaluation, executes: per task, the functions of this module
-# whose code closure (hwlib.study.store.code_closure: every hwlib function, class and value they reach by name) is hashed
+# tables). The roots of the code that a run's training, or an evaluation, executes: per task, the functions of
+# hwlib.study.detection and hwlib.study.keypointing whose code closure (hwlib.study.store.code_closure: every hwlib function, class and value they reach by name) is hashed
 # into the training key and the evaluation spec. A change to code that no root reaches (a new metric, a plot, the
 # other task's model) leaves every stored run valid; a change to code they reach makes the runs it touches new runs.
 # (The functions themselves, bound here at import: a later monkeypatch of the module's names leaves the keys alone.)
 
 TRAINING_PATH = {"detector": (_train_detector,), "keypoint": (_train_keypoint_model,)}
-
-
 EVAL_PATH = {"detector": (_evaluate_detector,), "keypoint": (_evaluate_keypoints, keypoint_subsets),
              "positives": (evaluate_positives,)}
 

@@ -91,8 +91,6 @@ def _retrain_default() -> bool:
 
 
 SHARD_ENV = "HWLIB_SHARD"                # "i/N": this process trains the missing runs of shard i of N (hwlib.study.pipeline)
-
-
 SHARD_WAIT_ENV = "HWLIB_SHARD_WAIT"      # seconds to wait for another shard's run (default: a day)
 
 

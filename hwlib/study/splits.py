@@ -11,8 +11,6 @@ from hwlib.vision.data import make_detection_data, make_keypoint_data
 
 
 VAL_SEED = SPLIT_SEEDS["val"]     # validation images: the same for every run and arm
-
-
 TEST_SEED = SPLIT_SEEDS["test"]   # the held-out test split: reported numbers only (never a choice)
 
 
