@@ -339,7 +339,7 @@ def lr_range_figure(tests: dict, path=None):
             first = next(iter(runs.values()))
             ax.set_title(f"{task}: {first['arm']} (batch {first['batch_size']})")
             ax.grid(alpha=0.3)
-            ax.legend(loc="upper left", fontsize=6, frameon=True, framealpha=0.85)
+            ax.legend(loc="upper left", fontsize=7, frameon=True, framealpha=0.85)
         return _finish(fig, path)
 
 
@@ -450,9 +450,10 @@ def _slug(name: str) -> str:
 
 # how the report prints a task, a metric and an arm (the keys stay as stored in recipe.json)
 TASK_TITLES = {"heatmap": "heatmap", "detector": "detector", "regression": "regression", "arms": "ablation detector",
-               "plateau": "headline detector", "ablation": "ablation heatmap", "regression-head": "regression head"}
+               "plateau": "full-width detectors", "ablation": "ablation heatmap", "regression-head": "regression head"}
 METRIC_LABELS = {"map_standard": "mAP@0.5", "pck_0.05": "PCK@0.05"}
-_ARM_WORDS = (("first-round arm setting", "initial arm setting"), ("profile (", "initial ("), ("anchor_t", "side ratio"))
+_ARM_WORDS = (("first-round arm setting", "initial arm setting"), ("profile (", "initial ("), ("anchor_t", "side ratio"),
+              ("seed-exact", "original network"), ("rf-aware", "RF-aware network"))
 
 
 def arm_label(arm: str) -> str:
@@ -486,34 +487,20 @@ def recipe_table(results: dict):
 
 
 def recipe_curves(curves: dict, results: dict, path=None):
-    """Validation metric against training images, one panel per task (two per row), one colour per arm with its own
-    legend in the panel, one line per seed, the goal dotted. ``curves``: ``{task: {arm: {"batch": batch size,
-    "runs": [[(step, value), ...] per seed]}}}``."""
-    from matplotlib.ticker import FuncFormatter
+    """Validation metric against training images, one panel per task, one colour and line style per arm (its legend
+    below its panel), one line per seed, the goal dotted (:func:`hwlib.study.plots.run_curves`). ``curves``: ``{task:
+    {arm: {"batch": batch size, "runs": [[(step, value), ...] per seed]}}}``."""
+    from hwlib.study import plots
 
-    from hwlib.study.plots.style import FULL_WIDTH, PALETTE, STYLE, _figure, _finish, plt
-
-    ncols = min(2, len(curves))
-    nrows = -(-len(curves) // ncols)
-    with plt.rc_context(STYLE):
-        fig, axes = _figure(FULL_WIDTH, 2.3 * nrows, nrows, ncols)
-        for ax, (task, arms) in zip(axes.flat, curves.items()):
-            for i, (arm, a) in enumerate(arms.items()):
-                for k, c in enumerate(a["runs"]):
-                    ax.plot([s * a["batch"] for s, _ in c], [v for _, v in c], color=PALETTE[i % len(PALETTE)], lw=1,
-                            alpha=0.8, label=arm_label(arm) if k == 0 else None)
-            ax.axhline(results[task]["goal"], color="k", ls=":", lw=1)
-            lo = min(v for a in arms.values() for c in a["runs"] for _, v in c[len(c) // 3:])
-            ax.set_ylim(max(0.0, lo - 0.05), 1.0)
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
-            ax.set_xlabel("training images")
-            ax.set_ylabel(f"validation {METRIC_LABELS.get(results[task]['metric'], results[task]['metric'])}")
-            ax.set_title(TASK_TITLES.get(task, task))
-            ax.grid(alpha=0.3)
-            ax.legend(loc="lower right", fontsize=6, frameon=True, framealpha=0.85)
-        for ax in list(axes.flat)[len(curves):]:
-            ax.set_visible(False)
-        return _finish(fig, path)
+    panels = {}
+    for task, arms in curves.items():
+        lo = min(v for a in arms.values() for c in a["runs"] for _, v in c[len(c) // 3:])
+        panels[TASK_TITLES.get(task, task)] = {
+            "ylabel": f"validation {METRIC_LABELS.get(results[task]['metric'], results[task]['metric'])}",
+            "goal": results[task]["goal"], "ylim": (max(0.0, lo - 0.05), 1.0),
+            "runs": {arm_label(arm): [([s * a["batch"] for s, _ in c], [v for _, v in c]) for c in a["runs"]]
+                     for arm, a in arms.items()}}
+    return plots.run_curves(panels, path, xlabel="training images")
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ from hwlib.study.plots.detection import (anchor_coverage, ap_by_size, assignment
                                          size_histogram)  # noqa: F401
 from hwlib.study.plots.keypoints import (failure_rates, keypoint_density, keypoint_overlays, keypoint_samples,
                                          pck_curves)  # noqa: F401
-from hwlib.study.plots.records import (ablation_panels, arm_bars, metric_vs_images, time_to_accuracy, training_curves)  # noqa: F401
+from hwlib.study.plots.records import (ablation_panels, arm_bars, metric_vs_images, run_curves, time_to_accuracy,
+                                       training_curves)  # noqa: F401
 from hwlib.study.plots.style import (CLASS_COLOURS, FAILURE_COLOURS, FULL_WIDTH, GT_COLOUR, HALF_WIDTH, HEAD_COLOURS,
                                      KEYPOINT_COLOURS, METHOD_COLOURS, MIN_FONT, OKABE_ITO, PALETTE, PRED_COLOUR, STYLE)  # noqa: F401

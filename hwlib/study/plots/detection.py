@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from hwlib.config import CLASS_NAMES
 from hwlib.vision.receptive import gradient_centre
-from hwlib.study.plots.style import CLASS_COLOURS, FULL_WIDTH, HALF_WIDTH, HEAD_COLOURS, MIN_FONT, PALETTE, _OI, _figure, _finish, _legend_above, _styled
+from hwlib.study.plots.style import CLASS_COLOURS, FULL_WIDTH, HALF_WIDTH, HEAD_COLOURS, MIN_FONT, PALETTE, _OI, _figure, _finish, _legend_above, _log_x, _styled
 
 
 @_styled
@@ -199,7 +199,7 @@ def anchor_coverage(sizes, labels, best_iou, anchors, path=None):
         for j, a in enumerate(anc):
             ax.axvline(a, color=HEAD_COLOURS[h], lw=1, alpha=0.8, label=f"S{h + 1} anchors" if j == 0 else None)
     ax.axhline(0.5, color="k", ls=":", lw=1, label="IoU = 0.5")
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel(r"GT size $\sqrt{wh}$ (px)")
     ax.set_ylabel("best-anchor IoU")
     ax = axes[0, 1]
@@ -225,11 +225,11 @@ def objectness_maps(image, raw_outputs, num_anchors=3, path=None):
         p = raw_outputs[h]
         a = p.view(num_anchors, -1, *p.shape[-2:])[:, 4].sigmoid().amax(0)
         im = axes[h + 1].imshow(a.numpy(), cmap="magma", vmin=0, vmax=1)
-        axes[h + 1].set_title(f"S{h + 1} objectness ({p.shape[-1]}x{p.shape[-2]})")
+        axes[h + 1].set_title(f"S{h + 1} objectness\n({p.shape[-1]}x{p.shape[-2]} cells)")
         axes[h + 1].set_xlabel("x (cell)")
         axes[h + 1].set_ylabel("y (cell)")
         axes[h + 1].locator_params(nbins=3)
-    fig.colorbar(im, ax=axes[1:].tolist(), fraction=0.03, pad=0.01, label="objectness")
+    fig.colorbar(im, ax=axes[1:].tolist(), fraction=0.03, pad=0.025, label="objectness")
     return _finish(fig, path)
 
 
@@ -252,7 +252,7 @@ def confusion(matrix, path=None, title="class confusion on data with every class
     ax.set_yticklabels(CLASS_NAMES[:m.shape[0]])
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
-    ax.set_title(title if len(title) < 40 else title.replace(" on ", "\non ", 1), fontsize=8)
+    ax.set_title(title, fontsize=8)                # wrapped to the axes' width when saved (_fit_text)
     fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="fraction of row")
     return _finish(fig, path)
 
@@ -277,6 +277,6 @@ def ap_by_size(table, path=None, title="AP by class and size on data with every 
     ax.set_ylim(0, 1.3)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel("AP@0.5 (standard protocol)")
-    ax.set_title(title if len(title) < 40 else title.replace(" on ", "\non ", 1), fontsize=8)
+    ax.set_title(title, fontsize=8)                # wrapped to the axes' width when saved (_fit_text)
     _legend_above(fig)
     return _finish(fig, path)

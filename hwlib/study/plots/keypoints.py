@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 from hwlib.config import KEYPOINT_NAMES
-from hwlib.study.plots.style import FAILURE_COLOURS, FULL_WIDTH, GT_COLOUR, HALF_WIDTH, KEYPOINT_COLOURS, METHOD_COLOURS, MIN_FONT, PALETTE, PRED_COLOUR, _OI, _figure, _finish, _legend_above, _styled
+from hwlib.study.plots.style import FAILURE_COLOURS, FULL_WIDTH, GT_COLOUR, HALF_WIDTH, KEYPOINT_COLOURS, METHOD_COLOURS, MIN_FONT, PALETTE, PRED_COLOUR, _OI, _figure, _finish, _legend_above, _styled, _value_label
 
 
 @_styled
@@ -87,7 +88,9 @@ def keypoint_overlays(images, gt, preds: dict, path=None, n=10, idx=None):
     cols = max(1, len(idx))
     side = (FULL_WIDTH - 0.25) / cols
     fig, axes = _figure(FULL_WIDTH, side * len(preds) + 0.35, len(preds), cols)
-    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.01, hspace=0.01)
+    # h_pad: room between the legend and the top row (saving with a tight bounding box moves figure legends
+    # about 0.03 in towards the axes)
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.05, wspace=0.01, hspace=0.0)
     for r, (name, p) in enumerate(preds.items()):
         for c, i in enumerate(idx):
             ax = axes[r, c]
@@ -113,23 +116,27 @@ def keypoint_overlays(images, gt, preds: dict, path=None, n=10, idx=None):
 @_styled
 def failure_rates(rates: dict, path=None):
     """rates: {attribute label: {"bins": [...labels], "A": [...], "B": [...], "C": [...], "n": [...]}}.
-    Every bar is annotated with its value (in %), so the small type-B shares stay readable. Printed at FULL_WIDTH."""
-    fig, axes = _figure(FULL_WIDTH, 2.6, 1, len(rates))
+    Every bar is annotated with its value (in %), so the small type-B shares stay readable; the panels share one
+    y axis (in %) and are as wide as their number of bins, so every bar is equally wide; value labels that would touch
+    are raised above each other and long bin names wrapped when saved (``_fit_text``). Printed at FULL_WIDTH."""
+    widths = [max(1, len(r["bins"])) for r in rates.values()]
+    fig, axes = _figure(FULL_WIDTH, 2.6, 1, len(rates), sharey=True, gridspec_kw={"width_ratios": widths})
+    top, w = 0.0, 0.28
     for ax, (attr, r) in zip(axes[0], rates.items()):
         x = np.arange(len(r["bins"]))
-        top = 0.0
         for j, t in enumerate(("A", "B", "C")):
             v = np.asarray(r[t], dtype=float)
-            bars = ax.bar(x + (j - 1) * 0.27, v, 0.27, label=f"type {t}", color=FAILURE_COLOURS[t])
-            top = max(top, np.nanmax(v) if len(v) else 0.0)
+            bars = ax.bar(x + (j - 1) * w, v, w, label=f"type {t}", color=FAILURE_COLOURS[t])
+            top = max(top, float(np.nanmax(v)) if np.isfinite(v).any() else 0.0)
             for bar, val in zip(bars, v):
                 if np.isfinite(val):
-                    ax.text(bar.get_x() + bar.get_width() / 2, val, f" {100 * val:.1f}%", rotation=90, ha="center",
-                            va="bottom", fontsize=MIN_FONT)
-        ax.set_ylim(0, max(top, 1e-3) * 1.45)
+                    _value_label(ax, bar.get_x() + bar.get_width() / 2, val, f"{100 * val:.1f}%")
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{b}\n(n={n})" for b, n in zip(r["bins"], r["n"])])
+        ax.set_xticklabels([f"{b}\nn={n}" for b, n in zip(r["bins"], r["n"])])
+        ax.set_xlim(-0.5, len(x) - 0.5)
         ax.set_xlabel(attr)
-        ax.set_ylabel("share of hand keypoints")
+    axes[0, 0].set_ylim(0, max(top, 1e-3) * 1.45)      # _fit_text raises it further where a label needs it
+    axes[0, 0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}%"))
+    axes[0, 0].set_ylabel("share of hand keypoints")
     _legend_above(fig)
     return _finish(fig, path)

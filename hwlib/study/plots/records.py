@@ -1,15 +1,17 @@
 """Figures of result records: training curves, accuracy against images seen, arms with their intervals, ablation
-panels.
+panels, and many runs of many arms against training progress (``run_curves``).
 """
 
 from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 
-from hwlib.study.plots.style import (FULL_WIDTH, HALF_WIDTH, METHOD_COLOURS, PALETTE, _figure, _finish, _legend_above,
-                                     _styled)
+from hwlib.study.plots.style import (_PAD, FULL_WIDTH, HALF_WIDTH, METHOD_COLOURS, PALETTE, _figure, _finish,
+                                     _legend_above, _log_x, _refit, _renderer, _styled)
 
 
 @_styled
@@ -136,7 +138,7 @@ def metric_vs_images(curves: dict, batch_size: int, metric: str, path=None, metr
                     label=name.replace("_", " ") if k == 0 else None)
     if goal is not None:
         ax.axhline(goal, color="k", ls=":", lw=1)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("training images")
     ax.set_ylabel(metric_label or metric)
     ax.grid(alpha=0.3, which="both")
@@ -146,12 +148,13 @@ def metric_vs_images(curves: dict, batch_size: int, metric: str, path=None, metr
 
 @_styled
 def ablation_panels(groups: dict, path=None, metric_keys=(("pck_0.05",), ("decodings", "heatmap_argmax", "pck_0.05")),
-                    labels=("PCK@0.05 DARK", "PCK@0.05 argmax"), mse_key=None, ncols=3):
+                    labels=("PCK@0.05 DARK", "PCK@0.05 argmax"), mse_key=None, ncols=3, mse_label="heatmap MSE"):
     """One panel per ablation group; x: the group's arms (categorical); for every metric a point with its 95% CI
     as error bar (none when missing/NaN), offset so they do not overlap, never joined across arms.
     ``groups``: group name -> {arm label: SPEC result record}; each metric key is a path into ``record["mean"]`` /
     ``record["ci95"]`` (a string is a one-element path). ``mse_key``: optional metric path drawn in grey on a twin
-    axis where every arm has it. Printed at FULL_WIDTH."""
+    axis where every arm has it, named ``mse_label`` in the legend and on that axis alike (name the split the
+    records were evaluated on there, e.g. ``"test heatmap MSE"``). Printed at FULL_WIDTH."""
     ncol = max(1, min(ncols, len(groups)))
     nrow = max(1, -(-len(groups) // ncol))
     fig, axes = _figure(FULL_WIDTH, 1.95 * nrow + 0.3, nrow, ncol)
@@ -182,8 +185,8 @@ def ablation_panels(groups: dict, path=None, metric_keys=(("pck_0.05",), ("decod
             if me is not None:
                 tw = ax.twinx()
                 _points(tw, x + (k - 1 - 0.5 * (k - 1)) * step, [m for m, _ in me], [e for _, e in me], "0.45", "v",
-                        "heatmap MSE (test)", horizontal=False)
-                tw.set_ylabel("val. heatmap MSE", color="0.35")
+                        mse_label, horizontal=False)
+                tw.set_ylabel(mse_label, color="0.35")
                 tw.tick_params(axis="y", labelcolor="0.35")
     _legend_above(fig)
     return _finish(fig, path)
@@ -202,4 +205,76 @@ def time_to_accuracy(curves: dict, path=None):
         ax.set_title(label)
         ax.grid(alpha=0.3)
     _legend_above(fig)
+    return _finish(fig, path)
+
+
+def _arm_styles(n: int) -> list:
+    """``n`` distinct line styles: the seven Okabe-Ito colours of ``PALETTE`` other than black (black is the goal's),
+    then the same colours dashed, dash-dotted, then with markers: no two arms of a panel look alike."""
+    colours = [c for c in PALETTE if c.upper() != "#000000"]
+    dashes = ("-", "--", "-.")
+    out = []
+    for i in range(n):
+        k = i // len(colours)
+        out.append({"color": colours[i % len(colours)], "ls": dashes[k % len(dashes)],
+                    "marker": ("", "o", "s", "^", "v", "D")[(k // len(dashes)) % 6]})
+    return out
+
+
+@_styled
+def run_curves(panels: dict, path=None, xlabel="training images", ncols=3, axes_height=1.2):
+    """A metric against training progress, one panel per task, one line per run, one colour (and line style) per
+    arm, the goal dotted. ``panels``: ``{title: {"ylabel": str, "goal": float or None, "ylim": (lo, hi) or None,
+    "runs": {arm label: [(x values, y values) per run]}}}``. Each panel's legend lies below it, outside the data,
+    one entry per arm, its labels wrapped to the panel's width; each row of panels is as tall as its longest legend
+    needs (axes ``axes_height`` inches tall). Printed at FULL_WIDTH."""
+    ncol = max(1, min(ncols, len(panels)))
+    nrow = max(1, -(-len(panels) // ncol))
+    arms = [len(p["runs"]) for p in panels.values()]
+    rows = [axes_height + 1.0 + 0.25 * max(arms[r * ncol:(r + 1) * ncol]) for r in range(nrow)]    # first guess
+    fig = plt.figure(figsize=(FULL_WIDTH, sum(rows)), layout="constrained")
+    gs = fig.add_gridspec(nrow, ncol, height_ratios=rows)
+    drawn = []
+    for i, (title, p) in enumerate(panels.items()):
+        cell = fig.add_subfigure(gs[i // ncol, i % ncol])
+        inner = cell.add_gridspec(2, 1, height_ratios=[1.0, 1e-3], hspace=0)
+        sf = cell.add_subfigure(inner[0])                 # the panel and its legend; inner[1]: the room left below
+        ax = sf.subplots()
+        handles = []
+        for (arm, runs), st in zip(p["runs"].items(), _arm_styles(len(p["runs"]))):
+            for k, (x, y) in enumerate(runs):
+                (h,) = ax.plot(x, y, lw=1, alpha=0.85, ms=3, markevery=max(1, len(x) // 6),
+                               label=arm if k == 0 else None, **st)
+                handles += [h] if k == 0 else []
+        if p.get("goal") is not None:
+            ax.axhline(p["goal"], color="k", ls=":", lw=1)
+        if p.get("ylim") is not None:
+            ax.set_ylim(*p["ylim"])
+        xmax = max((max(x) for runs in p["runs"].values() for x, _ in runs if len(x)), default=0)
+        if xmax >= 1e3:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(p.get("ylabel", ""))
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        leg = sf.legend(handles=handles, loc="outside lower center", ncols=1, labelspacing=0.25,
+                        handlelength=2.2) if handles else None
+        drawn.append((i // ncol, sf, ax, leg, inner))
+    # legend labels wrapped to the panel's width, then each row as tall as its panel and longest legend need
+    renderer = _renderer(fig)
+    for _, sf, _, leg, _ in drawn:
+        texts = leg.get_texts() if leg is not None else []
+        if not texts:
+            continue
+        frame = leg.get_window_extent(renderer).width - max(t.get_window_extent(renderer).width for t in texts)
+        for t in texts:
+            _refit(t, sf.bbox.width - frame - 2 * _PAD * fig.dpi / 72, renderer)
+    _renderer(fig)
+    need = [(sf.bbox.height - ax.get_window_extent(renderer).height) / fig.dpi + axes_height
+            for _, sf, ax, _, _ in drawn]           # each panel: its axes, their labels and its legend
+    rows = [max(n for (r, *_), n in zip(drawn, need) if r == row) for row in range(nrow)]
+    for (r, *_, inner), n in zip(drawn, need):      # axes of a row equally tall: the room left goes below
+        inner.set_height_ratios([n, max(rows[r] - n, 1e-3)])
+    gs.set_height_ratios(rows)
+    fig.set_size_inches(FULL_WIDTH, sum(rows))
     return _finish(fig, path)
