@@ -221,7 +221,7 @@ def _seed_numbers() -> list[float]:
 # PCK thresholds, confidence cuts, NMS IoUs, IoU thresholds, figure widths: the protocol, not results.
 # confidence cuts, NMS IoUs, PCK thresholds, the S3 threshold arm, and the accuracy goals of SPEC §6
 # 0.03: the evidence contract's distance of an ablation's base arm to its plateau; 0.005: the plateau criterion (SPEC §7)
-PROTOCOL_CONSTANTS = [0.5, 0.001, 0.6, 0.05, 0.10, 0.15, 0.20, 0.45, 0.7, 0.25, 0.85, 0.95, 0.03, 0.005]
+PROTOCOL_CONSTANTS = [0.5, 0.001, 0.6, 0.05, 0.10, 0.15, 0.20, 0.45, 0.7, 0.25]
 
 
 def is_whitelisted(token: str, seed_numbers: list[float]) -> bool:
