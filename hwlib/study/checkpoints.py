@@ -1,7 +1,7 @@
 """Checkpoints back to models: the model class a checkpoint stores, its config rebuilt, its weights loaded (fp32).
 
-Beneath the experiment layer: :mod:`hwlib.experiments`, :mod:`hwlib.study.evaluate` and :mod:`hwlib.study.zoo` read
-checkpoints through :func:`load_model`.
+Beneath the experiment layer: :mod:`hwlib.study.detection`, :mod:`hwlib.study.keypointing`,
+:mod:`hwlib.study.evaluate` and :mod:`hwlib.study.zoo` read checkpoints through :func:`load_model`.
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ from hwlib.io import atomic_write_text, to_jsonable
 FORMAT = 1
 HISTORY_POINTS = 256       # per-step loss points kept in a stored history (evaluations are all kept)
 
-# The training and evaluation paths (the roots in hwlib.experiments whose code closure is hashed) are named in
-# hwlib.experiments (TRAINING_PATH, EVAL_PATH), which hashes them with closure_digest and passes the hash in.
+# The training and evaluation paths (the roots whose code closure is hashed) are named in
+# hwlib.study.codes (TRAINING_PATH, EVAL_PATH), which hashes them with closure_digest and passes the hash in.
 # Config fields added after the store's first format are left out of the training key while they hold the value
 # that reproduces the code before them (so adding an option does not orphan every stored run): {field: value}.
 KEY_NEUTRAL: dict = {"ignore_iou": 0.0, "regression_output": "sigmoid", "regression_fp32_head": False,
