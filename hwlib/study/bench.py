@@ -438,22 +438,21 @@ def time_to_accuracy(P) -> dict:
     for run, key in _goal_keys().items():
         t = History.from_dict(hist[run]).first_reaching(_GOAL_RUNS[run][0], _goal(run)) if run in hist else None
         out[key + "_s"] = t if t is not None else float("nan")
-    if not hist:
-        for name in ("02_detector_training", "04_keypoint_training"):
-            p = P.generated_dir / f"{name}.json"
-            if p.exists():
-                out.update({k: v for k, v in json.loads(p.read_text()).get("time_to_accuracy", {}).items() if k in out})
-    return out
+    return out if hist else _recorded(P, "time_to_accuracy", out)
 
 
 def images_to_accuracy(P) -> dict:
     """Training images (steps x batch, machine-independent) to the report's accuracy goals, as notebooks 02 and
     04 recorded them from seed 0's validation log (SPEC §7 keys; NaN where a goal was not reached or not run)."""
-    out = dict.fromkeys(_goal_keys().values(), float("nan"))
+    return _recorded(P, "images_to_accuracy", dict.fromkeys(_goal_keys().values(), float("nan")))
+
+
+def _recorded(P, field: str, out: dict) -> dict:
+    """``out`` updated with the values of its keys that notebooks 02 and 04 recorded under ``field``."""
     for name in ("02_detector_training", "04_keypoint_training"):
         p = P.generated_dir / f"{name}.json"
         if p.exists():
-            out.update({k: v for k, v in json.loads(p.read_text()).get("images_to_accuracy", {}).items() if k in out})
+            out.update({k: v for k, v in json.loads(p.read_text()).get(field, {}).items() if k in out})
     return out
 
 

@@ -279,14 +279,21 @@ class Record:
         return to_jsonable(out)
 
 
+def _stat_pair(record, stat: str, metric: str, sub) -> tuple:
+    """``(mean, <stat>)`` of one metric of a record (JSON or :class:`Record`), indexed by ``sub`` into dict- or
+    list-valued metrics."""
+    rec = record.to_json() if isinstance(record, Record) else record
+    m, s = rec["mean"][metric], rec[stat][metric]
+    for k in sub:
+        m, s = m[k], s[k]
+    return m, s
+
+
 def pm(record: dict, metric: str, *sub, digits: int = 3, scale: float = 1.0) -> str:
     """``"0.957 $\\pm$ 0.002"``: a record's (JSON or :class:`Record`) mean and std of one metric, for tables.
 
     ``sub`` indexes into dict-valued metrics (``pm(r, "ap_standard", "circle")``)."""
-    rec = record.to_json() if isinstance(record, Record) else record
-    m, s = rec["mean"][metric], rec["std"][metric]
-    for k in sub:
-        m, s = m[k], s[k]
+    m, s = _stat_pair(record, "std", metric, sub)
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return "n/a"
     return f"{m * scale:.{digits}f} $\\pm$ {s * scale:.{digits}f}"
@@ -296,10 +303,7 @@ def ci_cell(record: dict, metric: str, *sub, digits: int = 2) -> str:
     """``"0.95 [0.93, 0.97]"``: a record's mean of one metric and its 95% interval over seeds (the mean alone where
     one seed gives no interval). ``sub`` indexes into dict- or list-valued metrics (``ci_cell(r, "tp_share_seed", 0,
     1)``: head S1, medium objects)."""
-    rec = record.to_json() if isinstance(record, Record) else record
-    m, ci = rec["mean"][metric], rec["ci95"][metric]
-    for k in sub:
-        m, ci = m[k], ci[k]
+    m, ci = _stat_pair(record, "ci95", metric, sub)
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return "n/a"
     lo, hi = ci
